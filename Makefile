@@ -1,0 +1,29 @@
+# Two commands do all set-up on a fresh machine (Python 3.11, no GPU):
+#   make demo   - create/reuse .venv, generate a synthetic BIDS dataset, run the app on it
+#   make test   - create/reuse .venv, run the test suite
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DEMO   ?= demo
+
+.PHONY: venv demo test clean
+
+$(BIN)/stroke-lesion-app: setup.cfg pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 2; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(BIN)/stroke-lesion-app
+
+demo: venv
+	$(BIN)/stroke-lesion-model synthesize $(DEMO)/bids --subjects 2 --seed 0 --resolution 2 --overwrite
+	$(BIN)/stroke-lesion-app $(DEMO)/bids $(DEMO)/out participant -w $(DEMO)/work --nprocs 2
+	$(BIN)/stroke-lesion-app $(DEMO)/bids $(DEMO)/out group
+
+test: venv
+	PYTHONHASHSEED=0 $(BIN)/python -m pytest -n 2 tests
+
+clean:
+	rm -rf $(DEMO) .pytest_cache

@@ -1,0 +1,285 @@
+"""The BIDS-App command line: ``stroke-lesion-app BIDS_DIR OUTPUT_DIR {participant,group}``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+# No telemetry, no update checks, ever: Nipype reads this before its first import.
+os.environ.setdefault("NIPYPE_NO_ET", "1")
+
+import click  # noqa: E402
+
+from stroke_lesion_app import __version__  # noqa: E402
+from stroke_lesion_app.cli import options  # noqa: E402
+from stroke_lesion_app.config import (  # noqa: E402
+    LOGGERS,
+    Config,
+    ExecutionSettings,
+    NipypeSettings,
+    WorkflowSettings,
+)
+
+LOGGER = LOGGERS["cli"]
+
+EXIT_OK, EXIT_SUBJECTS_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(click.ClickException):
+    """Bad input or usage: one line, exit code 2."""
+
+    exit_code = EXIT_USAGE
+
+    def show(self, file=None):
+        click.echo(f"stroke-lesion-app: error: {self.format_message()}", err=True)
+
+
+@dataclass
+class ParticipantResult:
+    """Outcome of a participant-level run: labels of images done and failed (with reasons)."""
+
+    succeeded: list[str]
+    failed: dict[str, str]
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("bids_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("output_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("analysis_level", type=click.Choice(["participant", "group"]))
+@options.participant_label
+@options.session_label
+@options.bids_filter_file
+@options.skip_bids_validation
+@options.work_dir
+@options.nprocs
+@options.omp_nthreads
+@options.mem_gb
+@options.plugin
+@options.plugin_settings
+@options.model
+@options.device
+@options.stop_on_first_crash
+@options.verbose
+@click.version_option(__version__, "--version", prog_name="stroke-lesion-app")
+def cli(bids_dir, output_dir, analysis_level, participant_labels, session_labels,
+        bids_filter_file, skip_bids_validation, work_dir, nprocs, omp_nthreads, mem_gb, plugin,
+        plugin_settings, model, device, stop_on_first_crash, verbose):
+    """Find and measure stroke lesions on T1-weighted MRI in a BIDS dataset.
+
+    BIDS_DIR is the input dataset (never written to), OUTPUT_DIR the derivatives folder
+    (outside BIDS_DIR, or under BIDS_DIR/derivatives/). ANALYSIS_LEVEL is 'participant'
+    (process subjects) or 'group' (cohort table from OUTPUT_DIR only).
+
+    \b
+    Examples:
+      stroke-lesion-app /data/bids /data/out participant
+      stroke-lesion-app /data/bids /data/out participant --participant-label 01 02 -w /scratch/work
+      stroke-lesion-app /data/bids /data/out participant --plugin SLURM --plugin-settings slurm.json
+      stroke-lesion-app /data/bids /data/out group
+
+    \b
+    Exit codes: 0 success; 1 some subjects failed (listed at the end); 2 usage or input error.
+    No telemetry: nothing is sent anywhere and nothing is downloaded at run time.
+    """
+    _setup_logging(verbose)
+    nipype_settings = NipypeSettings(stop_on_first_crash=stop_on_first_crash)
+    if plugin_settings:
+        nipype_settings.plugin = plugin_settings.get("plugin", nipype_settings.plugin)
+        nipype_settings.plugin_args = dict(plugin_settings.get("plugin_args", {}))
+    if plugin:
+        nipype_settings.plugin = plugin
+    if nprocs:
+        nipype_settings.nprocs = nprocs
+    if omp_nthreads:
+        nipype_settings.omp_nthreads = omp_nthreads
+    nipype_settings.mem_gb = mem_gb
+    config = Config(
+        execution=ExecutionSettings(
+            bids_dir=bids_dir.absolute(), output_dir=output_dir.absolute(),
+            analysis_level=analysis_level,
+            work_dir=(work_dir or Path("work")).absolute(),
+            participant_labels=list(participant_labels), session_labels=list(session_labels),
+            skip_bids_validation=skip_bids_validation, verbosity=verbose,
+        ),
+        nipype=nipype_settings,
+        workflow=WorkflowSettings(model=model, device=device),
+    )
+    from stroke_lesion_app.core.bids import BIDSInputError, load_filters
+    from stroke_lesion_app.core.images import ImageError
+
+    try:
+        config.execution.bids_filters = load_filters(bids_filter_file)
+        if analysis_level == "group":
+            run_group(config)
+            sys.exit(EXIT_OK)
+        result = run_participant(config)
+    except (BIDSInputError, ImageError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    if result.failed:
+        click.echo(f"stroke-lesion-app: {len(result.failed)} of "
+                   f"{len(result.failed) + len(result.succeeded)} image(s) failed:", err=True)
+        for label, reason in result.failed.items():
+            click.echo(f"  {label}: {reason}", err=True)
+        sys.exit(EXIT_SUBJECTS_FAILED)
+    sys.exit(EXIT_OK)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console-script entry point (``stroke-lesion-app``)."""
+    cli.main(args=args, prog_name="stroke-lesion-app")
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose >= 2 else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr, force=True)
+    logging.getLogger("bidsschematools").setLevel(logging.WARNING)
+
+
+def _nipype_logging(verbose: int) -> dict[str, str]:
+    """Nipype's log levels for a verbosity count (its own handler prints them)."""
+    level = {0: "WARNING", 1: "INFO"}.get(verbose, "DEBUG")
+    return {"workflow_level": level, "interface_level": level, "utils_level": level}
+
+
+def check_device(device: str) -> None:
+    """Refuse ``--device cuda`` when torch sees no CUDA device (one-line reason)."""
+    if device != "cuda":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is visible (torch "
+                         f"{torch.__version__}); use --device cpu or auto, or run the container "
+                         "with --gpus all / apptainer --nv.")
+
+
+def check_model(model: str) -> None:
+    """Refuse a ``--model`` that is neither a known bundle name nor an existing path."""
+    if model == "demo" or Path(model).exists():
+        return
+    models_dir = os.environ.get("STROKE_LESION_APP_MODELS")
+    if models_dir and (Path(models_dir) / model).exists():
+        return
+    raise ValueError(f"--model {model}: no such bundle folder, and no bundle of that name in "
+                     f"$STROKE_LESION_APP_MODELS ({models_dir or 'unset'}); give a bundle path "
+                     "or use the default 'demo'.")
+
+
+def run_participant(config: Config) -> ParticipantResult:
+    """Check inputs, build and run the participant workflow; report per-image outcomes.
+
+    Raises
+    ------
+    BIDSInputError
+        Dataset-level problems (exit code 2): bad BIDS dir, output dir, work dir, labels.
+    """
+    from stroke_lesion_app.core import bids as bids_core
+    from stroke_lesion_app.core.images import ImageError, load_t1w
+
+    execution = config.execution
+    check_device(config.workflow.device)
+    check_model(config.workflow.model)
+    bids_dir = bids_core.check_bids_dir(execution.bids_dir,
+                                        validate=not execution.skip_bids_validation)
+    bids_core.check_output_dir(execution.output_dir, bids_dir)
+    if execution.work_dir.resolve().is_relative_to(bids_dir.resolve()):
+        raise bids_core.BIDSInputError(
+            f"{execution.work_dir}: work folder lies inside the input dataset; pass "
+            "-w/--work-dir with a folder outside it.")
+    bids_core.check_writable_dir(execution.work_dir, "work")
+
+    layout = bids_core.index_dataset(bids_dir, validate=not execution.skip_bids_validation)
+    discovery = bids_core.collect_t1w(layout, execution.participant_labels,
+                                      execution.session_labels, execution.bids_filters)
+    failed = {f"sub-{label}": message for label, message in discovery.errors.items()}
+    runnable = []
+    for t1w_input in discovery.inputs:
+        try:
+            load_t1w(t1w_input.path)
+        except ImageError as error:
+            failed[t1w_input.name] = str(error)
+            LOGGER.error("%s", error)
+            continue
+        if t1w_input.lesion_masks:
+            LOGGER.info("%s: raw lesion mask(s) recorded: %s", t1w_input.name,
+                        ", ".join(path.name for path in t1w_input.lesion_masks))
+        runnable.append(t1w_input)
+    for label, message in discovery.errors.items():
+        LOGGER.error("%s", message)
+
+    bids_core.write_dataset_description(execution.output_dir, bids_dir, execution.version)
+    if not runnable:
+        return ParticipantResult([], failed)
+    succeeded, crashed = _run_workflow(config, runnable)
+    failed.update(crashed)
+    return ParticipantResult(succeeded, failed)
+
+
+def _run_workflow(config: Config, runnable) -> tuple[list[str], dict[str, str]]:
+    from nipype import config as nipype_config
+    from nipype import logging as nipype_logging
+
+    from stroke_lesion_app.workflows.base import (
+        IMPLEMENTED_STAGES,
+        PENDING_STAGES,
+        expected_outputs,
+        init_stroke_lesion_wf,
+        subject_log_dir,
+    )
+
+    execution = config.execution
+    for t1w_input in runnable:
+        config.to_filename(subject_log_dir(config, t1w_input) / "stroke_lesion_app.toml")
+    nipype_config.update_config({
+        "execution": {"check_version": False, "crashfile_format": "txt",
+                      "stop_on_first_crash": config.nipype.stop_on_first_crash,
+                      "remove_unnecessary_outputs": False, "parameterize_dirs": False},
+        "monitoring": {"enabled": False},
+        "logging": _nipype_logging(execution.verbosity),
+    })
+    nipype_logging.update_logging(nipype_config)
+    for name in ("nipype.workflow", "nipype.interface", "nipype.utils"):
+        logging.getLogger(name).propagate = False
+    workflow = init_stroke_lesion_wf(config=config, inputs=runnable)
+    LOGGER.info("Processing %d image(s) with Nipype %s (%s)", len(runnable),
+                config.nipype.plugin, config.nipype.plugin_settings()["plugin_args"])
+    try:
+        workflow.run(**config.nipype.plugin_settings())
+    except RuntimeError as error:  # Nipype raises after running every node it could
+        LOGGER.error("Some nodes failed (%s); see the crash files listed below.",
+                     str(error).splitlines()[0])
+    succeeded, failed = [], {}
+    for t1w_input in runnable:
+        own_crashes = sorted((subject_log_dir(config, t1w_input) / t1w_input.name).glob("crash-*"))
+        missing = [path for path in expected_outputs(execution.output_dir, t1w_input)
+                   if not path.exists()]
+        if own_crashes or missing:
+            failed[t1w_input.name] = (
+                f"crashed, see {own_crashes[0]}" if own_crashes
+                else f"did not produce {missing[0]}; re-run with -v and check {execution.work_dir}")
+        else:
+            succeeded.append(t1w_input.name)
+    LOGGER.warning(
+        "This release runs the pipeline up to %s; %s are not available yet, so no lesion "
+        "masks were written.", IMPLEMENTED_STAGES[-1], ", ".join(PENDING_STAGES))
+    LOGGER.info("Outputs: %s", execution.output_dir)
+    return succeeded, failed
+
+
+def run_group(config: Config) -> None:
+    """Group level: reads only OUTPUT_DIR (the cohort table arrives with lesion-load measures)."""
+    from stroke_lesion_app.core import bids as bids_core
+
+    output_dir = config.execution.output_dir
+    description = output_dir / "dataset_description.json"
+    if not description.is_file():
+        raise bids_core.BIDSInputError(
+            f"{description}: not found; run the participant level into {output_dir} first.")
+    subjects = sorted(path.name for path in output_dir.glob("sub-*") if path.is_dir())
+    LOGGER.info("Group level: %d subject folder(s) in %s", len(subjects), output_dir)
+    LOGGER.warning("This release has no lesion-load measures yet, so the group level has no "
+                   "cohort table to write.")

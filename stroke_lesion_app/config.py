@@ -1,0 +1,140 @@
+"""Run-wide settings, filled by the CLI and read by ``workflows/base.py`` only.
+
+Sections, as in fMRIPrep's ``config.py``:
+
+``execution``
+    what to process and where (BIDS dir, output dir, work dir, labels, filters, run id).
+``nipype``
+    how to execute (plugin, plugin arguments, processes, threads, memory, crash behaviour).
+``workflow``
+    what the pipeline does (model bundle, device).
+
+The settings are a plain dataclass (no module-level state), dumped as TOML into every subject's
+``log/<run_uuid>/`` folder so a run can be inspected and repeated.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tomllib
+import uuid
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from stroke_lesion_app import __version__
+
+#: Named loggers: use these, never ``print``.
+LOGGERS = {
+    "cli": logging.getLogger("stroke_lesion_app.cli"),
+    "workflow": logging.getLogger("stroke_lesion_app.workflow"),
+}
+
+NIPYPE_PLUGINS = ("MultiProc", "Linear", "SLURM", "SLURMGraph", "SGE", "SGEGraph", "PBS",
+                  "PBSGraph", "LSF", "Condor", "OAR", "IPython")
+
+
+def _new_run_uuid() -> str:
+    return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}_{uuid.uuid4()}"
+
+
+@dataclass
+class ExecutionSettings:
+    """What to process and where; paths are absolute."""
+
+    bids_dir: Path
+    output_dir: Path
+    analysis_level: str = "participant"
+    work_dir: Path = field(default_factory=lambda: Path("work").absolute())
+    participant_labels: list[str] = field(default_factory=list)
+    session_labels: list[str] = field(default_factory=list)
+    bids_filters: dict[str, Any] = field(default_factory=dict)
+    skip_bids_validation: bool = False
+    verbosity: int = 0
+    run_uuid: str = field(default_factory=_new_run_uuid)
+    version: str = __version__
+
+
+@dataclass
+class NipypeSettings:
+    """Execution engine settings (Nipype plugins do the scheduling, locally or on a cluster)."""
+
+    plugin: str = "MultiProc"
+    plugin_args: dict[str, Any] = field(default_factory=dict)
+    nprocs: int = field(default_factory=lambda: os.cpu_count() or 1)
+    omp_nthreads: int = 0  # 0: decided from nprocs by :meth:`Config.resolved_omp_nthreads`
+    mem_gb: float | None = None
+    stop_on_first_crash: bool = False
+
+    def plugin_settings(self) -> dict[str, Any]:
+        """``{"plugin": ..., "plugin_args": ...}`` for ``Workflow.run``."""
+        args = dict(self.plugin_args)
+        if self.plugin == "MultiProc":
+            args.setdefault("n_procs", self.nprocs)
+            if self.mem_gb:
+                args.setdefault("memory_gb", self.mem_gb)
+            args.setdefault("raise_insufficient", False)
+        return {"plugin": self.plugin, "plugin_args": args}
+
+
+@dataclass
+class WorkflowSettings:
+    """What the pipeline does."""
+
+    model: str = "demo"
+    device: str = "auto"
+
+
+@dataclass
+class Config:
+    """All settings of one run."""
+
+    execution: ExecutionSettings
+    nipype: NipypeSettings = field(default_factory=NipypeSettings)
+    workflow: WorkflowSettings = field(default_factory=WorkflowSettings)
+
+    def resolved_omp_nthreads(self) -> int:
+        """Threads per process: the user's value, else ``nprocs`` capped at 8 (as fMRIPrep)."""
+        if self.nipype.omp_nthreads > 0:
+            return min(self.nipype.omp_nthreads, self.nipype.nprocs)
+        return max(1, min(self.nipype.nprocs, 8))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, TOML-ready dictionary (paths as strings, ``None`` left out)."""
+        def clean(value: Any) -> Any:
+            if isinstance(value, dict):
+                return {key: clean(item) for key, item in value.items() if item is not None}
+            if isinstance(value, (list, tuple)):
+                return [clean(item) for item in value]
+            if isinstance(value, Path):
+                return str(value)
+            return value
+
+        return clean(asdict(self))
+
+    def to_filename(self, path: Path | str) -> Path:
+        """Write the settings as TOML (atomically) and return the path."""
+        from stroke_lesion_app.core.bids import atomic_path
+
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(tomli_w.dumps(self.to_dict()).encode())
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: Path | str) -> "Config":
+        """Read settings written by :meth:`to_filename`."""
+        content = tomllib.loads(Path(path).read_text())
+        sections = {}
+        for name, section_type in (("execution", ExecutionSettings),
+                                   ("nipype", NipypeSettings),
+                                   ("workflow", WorkflowSettings)):
+            values = content.get(name, {})
+            for item in fields(section_type):
+                if item.name in values and item.name.endswith("_dir"):
+                    values[item.name] = Path(values[item.name])
+            sections[name] = section_type(**values)
+        return cls(**sections)
