@@ -87,6 +87,16 @@ class WorkflowSettings:
 
     model: str = "demo"
     device: str = "auto"
+    skull_strip: str = "auto"
+    registration: str = "affine"
+
+    def resolved_device(self) -> str:
+        """``cuda`` when asked for, or when ``auto`` and torch sees a GPU; else ``cpu``."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @dataclass

@@ -101,7 +101,7 @@ def _build_with_defaults(factory, tmp_path):
     from stroke_lesion_app.core.bids import T1wInput
 
     samples = {"output_dir": tmp_path, "source_entities": {"subject": "01"},
-               "source_uri": "bids:raw:sub-01/anat/sub-01_T1w.nii.gz",
+               "source_uri": "bids:raw:sub-01/anat/sub-01_T1w.nii.gz", "registration": "affine",
                "t1w_input": T1wInput(tmp_path / "sub-01_T1w.nii.gz", {"subject": "01"})}
     import inspect
 

@@ -108,6 +108,16 @@ model = click.option("--model", default="demo", show_default=True, metavar="NAME
 device = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
                       show_default=True,
                       help="Where the network runs; auto takes CUDA when available.")
+skull_strip = click.option(
+    "--skull-strip", type=click.Choice(["auto", "deepbet", "ants", "none"]), default="auto",
+    show_default=True,
+    help="Skull-stripping: deepbet (offline network), ants (registration-based fallback), "
+         "none (input already skull-stripped); auto takes deepbet when installed.")
+registration = click.option(
+    "--registration", type=click.Choice(["affine", "syn"]), default="affine",
+    show_default=True,
+    help="Registration to MNI152NLin2009aSym: affine (as ATLAS v2.0) or affine + SyN; a raw "
+         "lesion mask (_label-lesion_roi) is excluded from the metric.")
 stop_on_first_crash = click.option("--stop-on-first-crash", is_flag=True,
                                    help="Stop the whole run at the first failing node.")
 verbose = click.option("-v", "--verbose", count=True,

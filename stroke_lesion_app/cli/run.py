@@ -61,12 +61,15 @@ class ParticipantResult:
 @options.plugin_settings
 @options.model
 @options.device
+@options.skull_strip
+@options.registration
 @options.stop_on_first_crash
 @options.verbose
 @click.version_option(__version__, "--version", prog_name="stroke-lesion-app")
 def cli(bids_dir, output_dir, analysis_level, participant_labels, session_labels,
         bids_filter_file, skip_bids_validation, work_dir, nprocs, omp_nthreads, mem_gb, plugin,
-        plugin_settings, model, device, stop_on_first_crash, verbose):
+        plugin_settings, model, device, skull_strip, registration, stop_on_first_crash,
+        verbose):
     """Find and measure stroke lesions on T1-weighted MRI in a BIDS dataset.
 
     BIDS_DIR is the input dataset (never written to), OUTPUT_DIR the derivatives folder
@@ -105,7 +108,8 @@ def cli(bids_dir, output_dir, analysis_level, participant_labels, session_labels
             skip_bids_validation=skip_bids_validation, verbosity=verbose,
         ),
         nipype=nipype_settings,
-        workflow=WorkflowSettings(model=model, device=device),
+        workflow=WorkflowSettings(model=model, device=device, skull_strip=skull_strip,
+                                  registration=registration),
     )
     from stroke_lesion_app.core.bids import BIDSInputError, load_filters
     from stroke_lesion_app.core.images import ImageError
@@ -181,8 +185,11 @@ def run_participant(config: Config) -> ParticipantResult:
     from stroke_lesion_app.core.images import ImageError, load_t1w
 
     execution = config.execution
+    from stroke_lesion_app.core.brainmask import resolve_method
+
     check_device(config.workflow.device)
     check_model(config.workflow.model)
+    resolve_method(config.workflow.skull_strip)
     bids_dir = bids_core.check_bids_dir(execution.bids_dir,
                                         validate=not execution.skip_bids_validation)
     bids_core.check_output_dir(execution.output_dir, bids_dir)
@@ -255,7 +262,8 @@ def _run_workflow(config: Config, runnable) -> tuple[list[str], dict[str, str]]:
     succeeded, failed = [], {}
     for t1w_input in runnable:
         own_crashes = sorted((subject_log_dir(config, t1w_input) / t1w_input.name).glob("crash-*"))
-        missing = [path for path in expected_outputs(execution.output_dir, t1w_input)
+        missing = [path for path in expected_outputs(execution.output_dir, t1w_input,
+                                                     config.workflow.registration)
                    if not path.exists()]
         if own_crashes or missing:
             failed[t1w_input.name] = (

@@ -65,17 +65,21 @@ class DerivativesDataSink(SimpleInterface):
 
     The name comes from :func:`core.bids.derivative_path`; the file is copied to a temporary
     name in the destination folder and renamed, so an interrupted run never leaves a partial
-    file under a final name. NIfTI outputs are re-saved gzipped when the input is not.
+    file under a final name. NIfTI outputs are re-saved gzipped when the input is not;
+    transforms keep the input's extension (``.mat`` affine, ``.h5`` composite).
     """
 
     input_spec = _DerivativesDataSinkInputSpec
     output_spec = _DerivativesDataSinkOutputSpec
 
     def _run_interface(self, runtime):
-        overrides = self.inputs.entity_overrides if isdefined(self.inputs.entity_overrides) else {}
+        overrides = dict(self.inputs.entity_overrides) if isdefined(
+            self.inputs.entity_overrides) else {}
+        in_file = Path(self.inputs.in_file)
+        if bids_core.OUTPUTS[self.inputs.kind]["suffix"] == "xfm":
+            overrides.setdefault("extension", in_file.suffix)  # .mat (affine) or .h5 (SyN)
         out_file = bids_core.derivative_path(self.inputs.output_dir, self.inputs.source_entities,
                                              self.inputs.kind, **overrides)
-        in_file = Path(self.inputs.in_file)
         if out_file.name.endswith(".nii.gz") and not in_file.name.endswith(".nii.gz"):
             with bids_core.atomic_path(out_file) as tmp:
                 nib.load(str(in_file)).to_filename(tmp)

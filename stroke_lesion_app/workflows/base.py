@@ -10,15 +10,17 @@ from nipype.pipeline import engine as pe
 
 from stroke_lesion_app.config import Config
 from stroke_lesion_app.core.bids import T1wInput
+from stroke_lesion_app.core.bids import derivative_path
 from stroke_lesion_app.workflows.anatomical import init_anat_prep_wf
-from stroke_lesion_app.workflows.outputs import init_ds_anat_wf
+from stroke_lesion_app.workflows.outputs import init_ds_anat_wf, init_ds_registration_wf
+from stroke_lesion_app.workflows.registration import init_register_template_wf
 
 #: Stages this release runs, in order; the CLI reports the last one so users know where the
 #: pipeline stops today.
-IMPLEMENTED_STAGES = ("input validation", "conforming to RAS+")
+IMPLEMENTED_STAGES = ("input validation", "bias correction", "skull-stripping",
+                      "registration to MNI152NLin2009aSym")
 #: Stages of the full pipeline not yet available in this release.
-PENDING_STAGES = ("skull-stripping", "registration to MNI152NLin2009aSym",
-                  "lesion segmentation", "lesion-load report")
+PENDING_STAGES = ("lesion segmentation", "back-projection of lesion maps", "lesion-load report")
 
 
 def init_stroke_lesion_wf(
@@ -53,6 +55,9 @@ def init_stroke_lesion_wf(
         single_subject_wf = init_single_subject_wf(
             t1w_input=t1w_input,
             output_dir=config.execution.output_dir,
+            skull_strip=config.workflow.skull_strip,
+            registration=config.workflow.registration,
+            device=config.workflow.resolved_device(),
             omp_nthreads=config.resolved_omp_nthreads(),
             crashdump_dir=subject_log_dir(config, t1w_input) / t1w_input.name,
             name=f"{t1w_input.name}_wf",
@@ -65,6 +70,9 @@ def init_single_subject_wf(
     *,
     t1w_input: T1wInput,
     output_dir: Path,
+    skull_strip: str = "auto",
+    registration: str = "affine",
+    device: str = "cpu",
     omp_nthreads: int = 1,
     crashdump_dir: Path | None = None,
     name: str = "single_subject_wf",
@@ -73,7 +81,8 @@ def init_single_subject_wf(
 
     Workflow Graph
     --------------
-    ``inputnode.t1w → anat_prep_wf → ds_anat_wf``
+    ``inputnode.t1w → anat_prep_wf → register_template_wf → ds_registration_wf``
+    ``                      └──────→ ds_anat_wf``
 
     Parameters
     ----------
@@ -81,6 +90,13 @@ def init_single_subject_wf(
         The image, its BIDS entities and any raw lesion masks.
     output_dir : Path
         Root of the derivatives dataset.
+    skull_strip : {"auto", "deepbet", "ants", "none"}
+        Skull-stripping backend.
+    registration : {"affine", "syn"}
+        Registration to the template; the first raw lesion mask, if any, is excluded from
+        the registration metric.
+    device : {"cpu", "cuda"}
+        Where neural networks run.
     omp_nthreads : int
         Threads per node.
     crashdump_dir : Path, optional
@@ -94,30 +110,69 @@ def init_single_subject_wf(
         Raw T1w path (set from ``t1w_input``).
     lesion_masks
         Raw-BIDS lesion masks of this image (may be empty).
+    lesion_mask
+        The first of them, excluded from the registration metric (unset when none).
 
     Outputs
     -------
     t1w_preproc
-        Conformed T1w (native space).
+        Conformed, bias-corrected T1w (native space).
+    t1w_mask
+        Brain mask (native space).
+    anat2std_xfm
+        T1w → MNI152NLin2009aSym transform.
+    std2anat_xfm
+        MNI152NLin2009aSym → T1w transform.
+    std_t1w
+        T1w on the template grid.
     """
     single_subject_wf = pe.Workflow(name=name)
     if crashdump_dir is not None:
         single_subject_wf.config["execution"]["crashdump_dir"] = str(crashdump_dir)
-    inputnode = pe.Node(niu.IdentityInterface(fields=["t1w", "lesion_masks"]), name="inputnode")
+    inputnode = pe.Node(niu.IdentityInterface(fields=["t1w", "lesion_masks", "lesion_mask"]),
+                        name="inputnode")
     inputnode.inputs.t1w = str(t1w_input.path)
     inputnode.inputs.lesion_masks = [str(path) for path in t1w_input.lesion_masks]
-    outputnode = pe.Node(niu.IdentityInterface(fields=["t1w_preproc"]), name="outputnode")
+    outputnode = pe.Node(niu.IdentityInterface(
+        fields=["t1w_preproc", "t1w_mask", "anat2std_xfm", "std2anat_xfm", "std_t1w"]),
+        name="outputnode")
 
-    anat_prep_wf = init_anat_prep_wf(omp_nthreads=omp_nthreads)
+    anat_prep_wf = init_anat_prep_wf(skull_strip=skull_strip, omp_nthreads=omp_nthreads,
+                                     device=device)
+    register_template_wf = init_register_template_wf(
+        registration=registration, use_lesion_mask=bool(t1w_input.lesion_masks),
+        omp_nthreads=omp_nthreads)
     ds_anat_wf = init_ds_anat_wf(output_dir=output_dir, source_entities=t1w_input.entities,
                                  source_uri=t1w_input.uri)
+    ds_registration_wf = init_ds_registration_wf(
+        output_dir=output_dir, source_entities=t1w_input.entities, source_uri=t1w_input.uri,
+        registration=registration)
     single_subject_wf.connect([
         (inputnode, anat_prep_wf, [("t1w", "inputnode.t1w")]),
-        (anat_prep_wf, ds_anat_wf, [("outputnode.t1w_preproc", "inputnode.t1w_preproc"),
-                                    ("outputnode.t1w_description",
-                                     "inputnode.t1w_description")]),
-        (anat_prep_wf, outputnode, [("outputnode.t1w_preproc", "t1w_preproc")]),
+        (anat_prep_wf, register_template_wf, [
+            ("outputnode.t1w_preproc", "inputnode.t1w_preproc"),
+            ("outputnode.t1w_brain", "inputnode.t1w_brain"),
+            ("outputnode.t1w_mask", "inputnode.t1w_mask")]),
+        (anat_prep_wf, ds_anat_wf, [
+            ("outputnode.t1w_preproc", "inputnode.t1w_preproc"),
+            ("outputnode.t1w_description", "inputnode.t1w_description"),
+            ("outputnode.t1w_mask", "inputnode.t1w_mask"),
+            ("outputnode.skull_strip_method", "inputnode.skull_strip_method")]),
+        (register_template_wf, ds_registration_wf, [
+            ("outputnode.anat2std_xfm", "inputnode.anat2std_xfm"),
+            ("outputnode.std2anat_xfm", "inputnode.std2anat_xfm"),
+            ("outputnode.std_t1w", "inputnode.std_t1w"),
+            ("outputnode.template_source", "inputnode.template_source")]),
+        (anat_prep_wf, outputnode, [("outputnode.t1w_preproc", "t1w_preproc"),
+                                    ("outputnode.t1w_mask", "t1w_mask")]),
+        (register_template_wf, outputnode, [("outputnode.anat2std_xfm", "anat2std_xfm"),
+                                            ("outputnode.std2anat_xfm", "std2anat_xfm"),
+                                            ("outputnode.std_t1w", "std_t1w")]),
     ])
+    if t1w_input.lesion_masks:
+        inputnode.inputs.lesion_mask = str(t1w_input.lesion_masks[0])
+        single_subject_wf.connect(inputnode, "lesion_mask",
+                                  register_template_wf, "inputnode.lesion_mask")
     return single_subject_wf
 
 
@@ -127,8 +182,10 @@ def subject_log_dir(config: Config, t1w_input: T1wInput) -> Path:
             / config.execution.run_uuid)
 
 
-def expected_outputs(output_dir: Path, t1w_input: T1wInput) -> list[Path]:
+def expected_outputs(output_dir: Path, t1w_input: T1wInput, registration: str) -> list[Path]:
     """Derivatives a successful run of this release writes for one image."""
-    from stroke_lesion_app.core.bids import derivative_path
-
-    return [derivative_path(output_dir, t1w_input.entities, "t1w_preproc")]
+    xfm_extension = ".mat" if registration == "affine" else ".h5"
+    return [derivative_path(output_dir, t1w_input.entities, kind, **overrides)
+            for kind, overrides in (("t1w_preproc", {}), ("t1w_mask", {}), ("std_t1w", {}),
+                                    ("anat2std_xfm", {"extension": xfm_extension}),
+                                    ("std2anat_xfm", {"extension": xfm_extension}))]

@@ -17,11 +17,11 @@ def init_ds_anat_wf(
     source_uri: str,
     name: str = "ds_anat_wf",
 ) -> pe.Workflow:
-    """Store the anatomical derivatives of one T1w image.
+    """Store the native-space anatomical derivatives of one T1w image.
 
     Workflow Graph
     --------------
-    ``inputnode → ds_t1w_preproc``
+    ``inputnode → ds_t1w_preproc, ds_t1w_mask``
 
     Parameters
     ----------
@@ -38,32 +38,135 @@ def init_ds_anat_wf(
     Inputs
     ------
     t1w_preproc
-        Conformed T1w (native space).
+        Conformed, bias-corrected T1w (native space).
     t1w_description
         Raw image description (shape, voxel size, orientation, dtype) for the sidecar.
+    t1w_mask
+        Brain mask (native space).
+    skull_strip_method
+        Skull-stripping backend used, for the mask's sidecar.
 
     Outputs
     -------
     t1w_preproc
-        Path of the stored ``desc-preproc_T1w`` derivative.
+        Path of the stored ``desc-preproc_T1w``.
+    t1w_mask
+        Path of the stored ``desc-brain_mask``.
     """
     ds_anat_wf = pe.Workflow(name=name)
-    inputnode = pe.Node(niu.IdentityInterface(fields=["t1w_preproc", "t1w_description"]),
-                        name="inputnode")
-    outputnode = pe.Node(niu.IdentityInterface(fields=["t1w_preproc"]), name="outputnode")
-    ds_t1w_preproc = pe.Node(
-        DerivativesDataSink(output_dir=str(output_dir), source_entities=dict(source_entities),
-                            kind="t1w_preproc", source_files=[source_uri]),
-        name="ds_t1w_preproc", run_without_submitting=True,
-    )
+    inputnode = pe.Node(niu.IdentityInterface(
+        fields=["t1w_preproc", "t1w_description", "t1w_mask", "skull_strip_method"]),
+        name="inputnode")
+    outputnode = pe.Node(niu.IdentityInterface(fields=["t1w_preproc", "t1w_mask"]),
+                         name="outputnode")
+    common = {"output_dir": str(output_dir), "source_entities": dict(source_entities),
+              "source_files": [source_uri]}
+    ds_t1w_preproc = pe.Node(DerivativesDataSink(kind="t1w_preproc", **common),
+                             name="ds_t1w_preproc", run_without_submitting=True)
+    ds_t1w_mask = pe.Node(DerivativesDataSink(kind="t1w_mask", **common),
+                          name="ds_t1w_mask", run_without_submitting=True)
     ds_anat_wf.connect([
         (inputnode, ds_t1w_preproc, [("t1w_preproc", "in_file"),
-                                     (("t1w_description", _raw_image_meta), "metadata")]),
+                                     (("t1w_description", _t1w_meta), "metadata")]),
+        (inputnode, ds_t1w_mask, [("t1w_mask", "in_file"),
+                                  (("skull_strip_method", _mask_meta), "metadata")]),
         (ds_t1w_preproc, outputnode, [("out_file", "t1w_preproc")]),
+        (ds_t1w_mask, outputnode, [("out_file", "t1w_mask")]),
     ])
     return ds_anat_wf
 
 
-def _raw_image_meta(description: dict) -> dict:
+def init_ds_registration_wf(
+    *,
+    output_dir: Path,
+    source_entities: dict,
+    source_uri: str,
+    registration: str,
+    name: str = "ds_registration_wf",
+) -> pe.Workflow:
+    """Store the transforms to and from MNI152NLin2009aSym and the template-space T1w.
+
+    Workflow Graph
+    --------------
+    ``inputnode → ds_anat2std_xfm, ds_std2anat_xfm, ds_std_t1w``
+
+    Parameters
+    ----------
+    output_dir : Path
+        Root of the derivatives dataset.
+    source_entities : dict
+        BIDS entities of the raw T1w.
+    source_uri : str
+        BIDS URI of the raw T1w, recorded as ``Sources``.
+    registration : {"affine", "syn"}
+        Registration mode, recorded in the sidecars.
+    name : str
+        Workflow name.
+
+    Inputs
+    ------
+    anat2std_xfm
+        T1w → template transform (ITK ``.mat`` or ``.h5``).
+    std2anat_xfm
+        Template → T1w transform.
+    std_t1w
+        T1w resampled on the template grid.
+    template_source
+        ``templateflow`` or ``nilearn``, recorded in the sidecars.
+
+    Outputs
+    -------
+    anat2std_xfm
+        Path of the stored ``from-T1w_to-MNI152NLin2009aSym_mode-image_xfm``.
+    std2anat_xfm
+        Path of the stored ``from-MNI152NLin2009aSym_to-T1w_mode-image_xfm``.
+    std_t1w
+        Path of the stored ``space-MNI152NLin2009aSym_desc-preproc_T1w``.
+    """
+    ds_registration_wf = pe.Workflow(name=name)
+    inputnode = pe.Node(niu.IdentityInterface(
+        fields=["anat2std_xfm", "std2anat_xfm", "std_t1w", "template_source"]),
+        name="inputnode")
+    outputnode = pe.Node(niu.IdentityInterface(
+        fields=["anat2std_xfm", "std2anat_xfm", "std_t1w"]), name="outputnode")
+    common = {"output_dir": str(output_dir), "source_entities": dict(source_entities),
+              "source_files": [source_uri]}
+    ds_anat2std_xfm = pe.Node(DerivativesDataSink(kind="anat2std_xfm", **common),
+                              name="ds_anat2std_xfm", run_without_submitting=True)
+    ds_std2anat_xfm = pe.Node(DerivativesDataSink(kind="std2anat_xfm", **common),
+                              name="ds_std2anat_xfm", run_without_submitting=True)
+    ds_std_t1w = pe.Node(DerivativesDataSink(kind="std_t1w", **common),
+                         name="ds_std_t1w", run_without_submitting=True)
+    meta = pe.Node(niu.Function(function=_registration_meta, output_names=["meta"]),
+                   name="meta", run_without_submitting=True)
+    meta.inputs.registration = registration
+    ds_registration_wf.connect([
+        (inputnode, meta, [("template_source", "template_source")]),
+        (inputnode, ds_anat2std_xfm, [("anat2std_xfm", "in_file")]),
+        (inputnode, ds_std2anat_xfm, [("std2anat_xfm", "in_file")]),
+        (inputnode, ds_std_t1w, [("std_t1w", "in_file")]),
+        (meta, ds_anat2std_xfm, [("meta", "metadata")]),
+        (meta, ds_std2anat_xfm, [("meta", "metadata")]),
+        (meta, ds_std_t1w, [("meta", "metadata")]),
+        (ds_anat2std_xfm, outputnode, [("out_file", "anat2std_xfm")]),
+        (ds_std2anat_xfm, outputnode, [("out_file", "std2anat_xfm")]),
+        (ds_std_t1w, outputnode, [("out_file", "std_t1w")]),
+    ])
+    return ds_registration_wf
+
+
+def _t1w_meta(description: dict) -> dict:
     return {"RawImage": description,
-            "Description": "T1w checked and reoriented to RAS+ (no resampling), float32."}
+            "Description": "T1w checked, reoriented to RAS+ (no resampling), N4 bias-corrected."}
+
+
+def _mask_meta(method: str) -> dict:
+    return {"Type": "Brain", "SkullStripping": method}
+
+
+def _registration_meta(registration: str, template_source: str) -> dict:
+    import ants
+
+    return {"Registration": registration, "Software": f"antspyx {ants.__version__}",
+            "Template": "MNI152NLin2009aSym", "TemplateResolution": "1 mm",
+            "TemplateSource": template_source}

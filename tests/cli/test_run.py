@@ -70,7 +70,7 @@ def test_missing_description_and_skip_validation(bids_root, tmp_path):
     assert "dataset_description.json: missing" in _one_error_line(result)
     assert "--skip-bids-validation" in _one_error_line(result)
     result = invoke(root, tmp_path / "out", "participant", "-w", tmp_path / "work",
-                    "--skip-bids-validation")
+                    "--skip-bids-validation", "--skull-strip", "none")
     assert result.exit_code == 0, result.output
 
 
@@ -150,7 +150,8 @@ def test_participant_run_with_bad_subjects(bids_root, tmp_path):
     root = bids_root(_bad_inputs())
     before = tree_checksums(root)
     out = tmp_path / "derivatives"
-    result = invoke(root, out, "participant", "-w", tmp_path / "work", "--nprocs", "2")
+    result = invoke(root, out, "participant", "-w", tmp_path / "work", "--nprocs", "2",
+                    "--skull-strip", "none")
     assert result.exit_code == 1, result.output
     assert tree_checksums(root) == before
     assert "5 of 7 image(s) failed" in result.output
@@ -163,7 +164,18 @@ def test_participant_run_with_bad_subjects(bids_root, tmp_path):
     assert "constant image" in report["sub-06"]
     assert "no T1w image" in report["sub-07"]
     anat = out / "sub-02" / "ses-1" / "anat"
-    assert (anat / "sub-02_ses-1_desc-preproc_T1w.nii.gz").is_file()
+    stems = ["desc-preproc_T1w", "desc-brain_mask", "space-MNI152NLin2009aSym_desc-preproc_T1w",
+             "from-T1w_to-MNI152NLin2009aSym_mode-image_xfm",
+             "from-MNI152NLin2009aSym_to-T1w_mode-image_xfm"]
+    extensions = [".nii.gz", ".nii.gz", ".nii.gz", ".mat", ".mat"]
+    assert sorted(path.name for path in anat.iterdir()) == sorted(
+        [f"sub-02_ses-1_{stem}{ext}" for stem, ext in zip(stems, extensions)]
+        + [f"sub-02_ses-1_{stem}.json" for stem in stems])
+    mask_sidecar = json.loads((anat / "sub-02_ses-1_desc-brain_mask.json").read_text())
+    assert mask_sidecar["SkullStripping"] == "none"
+    xfm_sidecar = json.loads(
+        (anat / "sub-02_ses-1_from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.json").read_text())
+    assert xfm_sidecar["Registration"] == "affine"
     sidecar = json.loads((anat / "sub-02_ses-1_desc-preproc_T1w.json").read_text())
     assert sidecar["Sources"] == ["bids:raw:sub-02/ses-1/anat/sub-02_ses-1_T1w.nii.gz"]
     assert (out / "sub-01" / "anat" / "sub-01_desc-preproc_T1w.nii.gz").is_file()
@@ -182,7 +194,7 @@ def test_participant_selection_and_rerun(bids_root, tmp_path):
                       "sub-02/anat/sub-02_T1w.nii.gz": None})
     out, work = tmp_path / "out", tmp_path / "work"
     args = (root, out, "participant", "-w", work, "--participant-label", "sub-02",
-            "--plugin", "Linear")
+            "--plugin", "Linear", "--skull-strip", "none")
     assert invoke(*args).exit_code == 0
     assert not (out / "sub-01").exists() and (out / "sub-02").is_dir()
     assert (out / "sub-02" / "anat" / "sub-02_desc-preproc_T1w.nii.gz").is_file()

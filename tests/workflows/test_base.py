@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
-from stroke_lesion_app.config import Config, ExecutionSettings
+import pytest
+
+from stroke_lesion_app.config import Config, ExecutionSettings, WorkflowSettings
 from stroke_lesion_app.core.bids import T1wInput
 from stroke_lesion_app.workflows.anatomical import init_anat_prep_wf
 from stroke_lesion_app.workflows.base import init_single_subject_wf, init_stroke_lesion_wf
+from stroke_lesion_app.workflows.projection import init_lesion_to_native_wf
+from stroke_lesion_app.workflows.registration import init_register_template_wf
 
 
 def _inputs():
@@ -21,36 +26,59 @@ def _inputs():
     ]
 
 
+PER_IMAGE_NODES = [
+    "anat_prep_wf.validate_t1w", "anat_prep_wf.bias_correction", "anat_prep_wf.brain_extraction",
+    "register_template_wf.template_brain", "register_template_wf.register",
+    "ds_anat_wf.ds_t1w_preproc", "ds_anat_wf.ds_t1w_mask", "ds_registration_wf.meta",
+    "ds_registration_wf.ds_anat2std_xfm", "ds_registration_wf.ds_std2anat_xfm",
+    "ds_registration_wf.ds_std_t1w",
+]
+
+
 def test_stroke_lesion_wf_builds(tmp_path):
     config = Config(ExecutionSettings(bids_dir=Path("/data"), output_dir=tmp_path / "out",
-                                      work_dir=tmp_path / "work"))
+                                      work_dir=tmp_path / "work"),
+                    workflow=WorkflowSettings(device="cpu"))
     workflow = init_stroke_lesion_wf(config=config, inputs=_inputs())
     working = [name for name in workflow.list_node_names()
                if not name.endswith(("inputnode", "outputnode"))]
-    assert sorted(working) == sorted([
-        "sub-01_wf.anat_prep_wf.validate_t1w", "sub-01_wf.ds_anat_wf.ds_t1w_preproc",
-        "sub-02_ses-1_run-2_wf.anat_prep_wf.validate_t1w",
-        "sub-02_ses-1_run-2_wf.ds_anat_wf.ds_t1w_preproc",
-    ])
-    flat = workflow._create_flat_graph()
-    assert len(flat.nodes()) >= 4
+    assert sorted(working) == sorted(f"{prefix}.{node}" for prefix in
+                                     ("sub-01_wf", "sub-02_ses-1_run-2_wf")
+                                     for node in PER_IMAGE_NODES)
+    assert len(workflow._create_flat_graph().nodes()) > 2 * len(PER_IMAGE_NODES)
 
 
-def test_single_subject_wf_fields(tmp_path):
-    t1w_input = _inputs()[1]
+@pytest.mark.parametrize(("skull_strip", "registration", "with_lesion"), list(itertools.product(
+    ["auto", "deepbet", "ants", "none"], ["affine", "syn"], [False, True])))
+def test_single_subject_wf_option_grid(tmp_path, skull_strip, registration, with_lesion):
+    t1w_input = _inputs()[1 if with_lesion else 0]
     workflow = init_single_subject_wf(t1w_input=t1w_input, output_dir=tmp_path,
-                                      crashdump_dir=tmp_path / "log", name="sub-02_wf")
-    inputnode = workflow.get_node("inputnode")
-    assert inputnode.inputs.t1w == str(t1w_input.path)
-    assert inputnode.inputs.lesion_masks == [str(t1w_input.lesion_masks[0])]
+                                      skull_strip=skull_strip, registration=registration,
+                                      omp_nthreads=3, crashdump_dir=tmp_path / "log",
+                                      name="sub_wf")
+    workflow._create_flat_graph()
+    assert workflow.get_node("anat_prep_wf.brain_extraction").inputs.method == skull_strip
+    register = workflow.get_node("register_template_wf.register")
+    assert register.inputs.mode == registration and register.inputs.num_threads == 3
+    assert register.n_procs == 3
+    lesion_edges = [
+        (u.name, v.name) for u, v, data in workflow._graph.edges(data=True)
+        if any("lesion_mask" in str(conn) for conn in data.get("connect", []))]
+    assert bool(lesion_edges) is with_lesion
+    if with_lesion:
+        assert workflow.get_node("inputnode").inputs.lesion_mask == str(t1w_input.lesion_masks[0])
+    assert workflow.get_node("register_template_wf").__desc__.count("lesion") == with_lesion
     assert workflow.config["execution"]["crashdump_dir"] == str(tmp_path / "log")
     sink = workflow.get_node("ds_anat_wf.ds_t1w_preproc")
-    assert sink.inputs.source_entities == {"subject": "02", "session": "1", "run": "2"}
-    assert sink.inputs.kind == "t1w_preproc"
+    assert sink.inputs.source_entities == t1w_input.entities
 
 
-def test_anat_prep_wf_fields():
-    workflow = init_anat_prep_wf()
-    assert set(workflow.get_node("inputnode").inputs.copyable_trait_names()) == {"t1w"}
-    assert set(workflow.get_node("outputnode").inputs.copyable_trait_names()) == {
-        "t1w_preproc", "t1w_description"}
+def test_subworkflow_fields():
+    assert set(init_anat_prep_wf().get_node("inputnode").inputs.copyable_trait_names()) == {
+        "t1w"}
+    register = init_register_template_wf()
+    assert set(register.get_node("outputnode").inputs.copyable_trait_names()) == {
+        "anat2std_xfm", "std2anat_xfm", "std_t1w", "template_source"}
+    projection = init_lesion_to_native_wf(omp_nthreads=2)
+    assert projection.get_node("project_probseg").inputs.interpolation == "linear"
+    assert projection.get_node("project_mask").inputs.interpolation == "genericLabel"

@@ -1,0 +1,144 @@
+"""The MNI152NLin2009aSym template, found offline.
+
+Order of lookup (never a network call):
+
+1. TemplateFlow: ``$TEMPLATEFLOW_HOME/tpl-MNI152NLin2009aSym/`` when it holds real (non-empty)
+   ``res-1_T1w`` and ``res-1_desc-brain_mask`` files, as in the container image;
+2. the copy of the ICBM 2009a *symmetric* template shipped inside nilearn's wheel
+   (``mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz``: skull-stripped, rescaled to uint8,
+   the same 197×233×189 grid at 1 mm), with the GM/WM probability maps beside it.
+
+Which one was used is logged once per process. Both are checked against the expected grid.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+LOGGER = logging.getLogger("stroke_lesion_app.templates")
+
+TEMPLATE = "MNI152NLin2009aSym"
+#: Shape of the template grid at 1 mm (the grid of ATLAS v2.0).
+TEMPLATE_SHAPE = (197, 233, 189)
+#: Affine of that grid (RAS+, origin at the anterior commissure).
+TEMPLATE_AFFINE = np.array([[1.0, 0, 0, -98], [0, 1, 0, -134], [0, 0, 1, -72], [0, 0, 0, 1]])
+
+_NILEARN_NAMES = {
+    "T1w": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
+    "GM": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
+    "WM": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
+}
+
+
+@dataclass(frozen=True)
+class TemplateFiles:
+    """Paths of the template images (1 mm, MNI152NLin2009aSym grid).
+
+    Attributes
+    ----------
+    t1w : Path
+        T1w template (whole head for TemplateFlow, brain only for the nilearn copy).
+    brain_mask : Path or None
+        Brain mask, when the source provides one (TemplateFlow).
+    gm_probseg, wm_probseg : Path or None
+        Tissue probability maps (values 0-1 for TemplateFlow, 0-255 for nilearn).
+    source : str
+        ``"templateflow"`` or ``"nilearn"``.
+    """
+
+    t1w: Path
+    brain_mask: Path | None
+    gm_probseg: Path | None
+    wm_probseg: Path | None
+    source: str
+
+
+def _templateflow_files() -> TemplateFiles | None:
+    home = os.environ.get("TEMPLATEFLOW_HOME")
+    if not home:
+        return None
+    folder = Path(home) / f"tpl-{TEMPLATE}"
+    prefix = f"tpl-{TEMPLATE}_res-1"
+    paths = {name: folder / f"{prefix}_{name}.nii.gz"
+             for name in ("T1w", "desc-brain_mask", "label-GM_probseg", "label-WM_probseg")}
+    if not all(paths[name].is_file() and paths[name].stat().st_size > 0
+               for name in ("T1w", "desc-brain_mask")):
+        return None
+
+    def optional(name):
+        path = paths[name]
+        return path if path.is_file() and path.stat().st_size > 0 else None
+
+    return TemplateFiles(paths["T1w"], paths["desc-brain_mask"], optional("label-GM_probseg"),
+                         optional("label-WM_probseg"), "templateflow")
+
+
+def _nilearn_files() -> TemplateFiles:
+    import nilearn.datasets
+
+    folder = Path(nilearn.datasets.__file__).parent / "data"
+    paths = {key: folder / name for key, name in _NILEARN_NAMES.items()}
+    missing = [str(path) for path in paths.values() if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{missing[0]}: template missing from the nilearn package and "
+                                "TEMPLATEFLOW_HOME has no MNI152NLin2009aSym; reinstall nilearn "
+                                "or set TEMPLATEFLOW_HOME to a TemplateFlow copy.")
+    return TemplateFiles(paths["T1w"], None, paths["GM"], paths["WM"], "nilearn")
+
+
+@functools.lru_cache(maxsize=1)
+def get_template() -> TemplateFiles:
+    """Locate the template files (TemplateFlow first, then nilearn's copy) and check the grid.
+
+    Raises
+    ------
+    ValueError
+        The found T1w is not on the 197×233×189 1 mm MNI152NLin2009aSym grid.
+    """
+    files = _templateflow_files() or _nilearn_files()
+    image = nib.load(str(files.t1w))
+    if image.shape[:3] != TEMPLATE_SHAPE or not np.allclose(image.affine, TEMPLATE_AFFINE,
+                                                            atol=1e-3):
+        raise ValueError(f"{files.t1w}: not the {TEMPLATE} 1 mm grid {TEMPLATE_SHAPE}; point "
+                         "TEMPLATEFLOW_HOME at an unmodified TemplateFlow copy.")
+    LOGGER.info("Template %s from %s (%s)", TEMPLATE, files.source, files.t1w.parent)
+    return files
+
+
+def template_brain(files: TemplateFiles) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
+    """The template's brain image (float32, 0-1 scaled) and brain mask (uint8), 1 mm grid.
+
+    For the nilearn copy, which is already skull-stripped, the mask is the non-zero region with
+    holes filled.
+    """
+    from scipy import ndimage
+
+    image = nib.load(str(files.t1w))
+    data = np.asanyarray(image.dataobj, dtype=np.float32)
+    if files.brain_mask is not None:
+        mask = np.asanyarray(nib.load(str(files.brain_mask)).dataobj) > 0
+    else:
+        mask = ndimage.binary_fill_holes(ndimage.binary_closing(data > 0, iterations=2))
+    brain = np.where(mask, data, 0).astype(np.float32)
+    brain /= max(float(brain.max()), 1e-6)
+    return (nib.Nifti1Image(brain, image.affine),
+            nib.Nifti1Image(mask.astype(np.uint8), image.affine))
+
+
+def tissue_probability(files: TemplateFiles, tissue: str) -> nib.Nifti1Image:
+    """GM or WM probability map (float32, 0-1) on the template grid."""
+    path = {"GM": files.gm_probseg, "WM": files.wm_probseg}[tissue]
+    if path is None:
+        raise ValueError(f"{files.t1w.parent}: no {tissue} probability map in this template copy")
+    image = nib.load(str(path))
+    data = np.asanyarray(image.dataobj, dtype=np.float32)
+    if data.max() > 1.0:
+        data /= 255.0
+    return nib.Nifti1Image(data, image.affine)
