@@ -6,9 +6,10 @@ Methods
     deepbet (Fisch et al., 2024; MIT licence): a 3D U-Net whose weights ship inside the PyPI
     wheel, so it runs offline. About 4 s for a 1 mm head on 2 CPU cores.
 ``ants``
-    Registration-based fallback with antspyx only: the head is registered (rigid → affine,
-    mutual information) to the skull-stripped template, the template brain mask is carried back
-    and cleaned with the image's own intensities. Slower and less accurate near the skull base.
+    Registration-based fallback with antspyx only: the (bias-corrected) head is registered
+    (rigid → affine, mutual information) to the skull-stripped template and the template brain
+    mask is carried back (largest component, holes filled). Slower than deepbet and looser:
+    an affine map cannot follow each brain's shape.
 ``none``
     The input is already skull-stripped: the mask is its non-zero region, holes filled.
 ``auto``
@@ -18,6 +19,7 @@ Methods
 from __future__ import annotations
 
 import logging
+import tempfile
 
 import nibabel as nib
 import numpy as np
@@ -107,18 +109,24 @@ def _deepbet_mask(t1w: nib.Nifti1Image, device: str, num_threads: int) -> np.nda
 def _ants_mask(t1w: nib.Nifti1Image, num_threads: int) -> np.ndarray:
     import ants
 
-    from stroke_lesion_app.core.registration import from_nibabel, set_ants_threads, to_nibabel
+    from stroke_lesion_app.core.registration import (
+        ants_seed,
+        from_nibabel,
+        rigid_then,
+        set_ants_threads,
+        to_nibabel,
+    )
     from stroke_lesion_app.core.templates import get_template, template_brain
 
     set_ants_threads(num_threads)
     template_image, template_mask = template_brain(get_template())
-    head = ants.n4_bias_field_correction(from_nibabel(t1w), shrink_factor=4)
+    head = from_nibabel(t1w)
     fixed = from_nibabel(template_image)
-    registration = ants.registration(fixed=fixed, moving=head, type_of_transform="Affine",
-                                     aff_metric="mattes", random_seed=1)
-    mask_native = ants.apply_transforms(
-        fixed=head, moving=from_nibabel(template_mask),
-        transformlist=registration["fwdtransforms"], whichtoinvert=[True],
-        interpolator="linear")
+    with tempfile.TemporaryDirectory(prefix="ants_bet_") as scratch, ants_seed(1):
+        registration = rigid_then(fixed, head, "Affine", outprefix=f"{scratch}/bet_")
+        mask_native = ants.apply_transforms(
+            fixed=head, moving=from_nibabel(template_mask),
+            transformlist=registration["fwdtransforms"], whichtoinvert=[True],
+            interpolator="linear")
     mask = to_nibabel(mask_native).get_fdata() > 0.5
     return _fill(mask)

@@ -112,8 +112,8 @@ def register_to_template(
     out_dir : path
         Folder for the transform files and the resampled image.
     mode : {"affine", "syn"}
-        ``affine``: rigid → affine (the linear normalisation ATLAS v2.0 was built with);
-        ``syn``: affine followed by symmetric normalisation (antspyx ``SyN``).
+        ``affine``: rigid, then affine (the linear normalisation ATLAS v2.0 was built with);
+        ``syn``: rigid, then affine + symmetric normalisation (antspyx ``SyN``).
     moving_mask, fixed_mask : path, optional
         Brain masks that restrict the similarity metric.
     lesion_mask : path, optional
@@ -143,15 +143,14 @@ def register_to_template(
     scratch = Path(tempfile.mkdtemp(prefix="ants_", dir=out_dir))
     try:
         with ants_seed(seed):
-            result = ants.registration(
-                fixed=fixed_image, moving=moving_image,
-                type_of_transform="Affine" if mode == "affine" else "SyN",
-                mask=fixed_metric_mask, moving_mask=metric_mask,
-                mask_all_stages=metric_mask is not None,
-                outprefix=str(scratch / "reg_"),
-                write_composite_transform=mode == "syn",
-            )
+            result = rigid_then(
+                fixed_image, moving_image, "Affine" if mode == "affine" else "SyN",
+                outprefix=str(scratch / "reg_"), mask=fixed_metric_mask,
+                moving_mask=metric_mask, mask_all_stages=metric_mask is not None,
+                write_composite_transform=mode == "syn")
         if mode == "affine":
+            if len(result["fwdtransforms"]) != 1:
+                raise RuntimeError(f"expected one affine transform, got {result['fwdtransforms']}")
             anat2std = out_dir / "anat2std_xfm.mat"
             std2anat = out_dir / "std2anat_xfm.mat"
             shutil.copyfile(result["fwdtransforms"][0], anat2std)
@@ -167,6 +166,30 @@ def register_to_template(
     std_t1w = out_dir / "std_t1w.nii.gz"
     apply_transform(moving_full or moving, fixed, anat2std, std_t1w, interpolator="linear")
     return RegistrationResult(anat2std, std2anat, std_t1w)
+
+
+def rigid_then(fixed, moving, type_of_transform: str, outprefix: str, **kwargs) -> dict:
+    """``ants.registration`` preceded by a rigid stage that initialises it.
+
+    A single affine stage started from the centres of mass now and then falls into a wrong
+    optimum on rotated heads (mean errors of 15-20 mm seen on synthetic heads with 3 mm voxels,
+    one run in two); starting from a rigid fit, the same cases land within 1 mm every time.
+    ``kwargs`` (masks, composite output…) go to both stages except the output options.
+    """
+    import ants
+
+    rigid_kwargs = {key: value for key, value in kwargs.items()
+                    if key != "write_composite_transform"}
+    # antspyx lists every file that starts with the output prefix: keep the rigid stage's
+    # files out of the final stage's prefix, or they would be listed as extra transforms.
+    with tempfile.TemporaryDirectory(prefix="rigid_") as rigid_dir:
+        rigid = ants.registration(fixed=fixed, moving=moving, type_of_transform="Rigid",
+                                  outprefix=f"{rigid_dir}/rigid_", **rigid_kwargs)
+        # the final transform files include (collapse) the rigid initialisation
+        return ants.registration(fixed=fixed, moving=moving,
+                                 type_of_transform=type_of_transform,
+                                 initial_transform=rigid["fwdtransforms"][0],
+                                 outprefix=outprefix, **kwargs)
 
 
 def _metric_mask(moving_image, moving_mask, lesion_mask):
