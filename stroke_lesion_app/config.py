@@ -89,6 +89,7 @@ class WorkflowSettings:
     device: str = "auto"
     skull_strip: str = "auto"
     registration: str = "affine"
+    atlases: list[str] = field(default_factory=list)
 
     def resolved_device(self) -> str:
         """``cuda`` when asked for, or when ``auto`` and torch sees a GPU; else ``cpu``."""

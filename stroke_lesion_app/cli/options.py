@@ -118,6 +118,24 @@ registration = click.option(
     show_default=True,
     help="Registration to MNI152NLin2009aSym: affine (as ATLAS v2.0) or affine + SyN; a raw "
          "lesion mask (_label-lesion_roi) is excluded from the metric.")
+def _atlases(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[str]:
+    """Check ``NAME=IMAGE[:LABELS]`` values: a name, an existing image and label table."""
+    for item in value:
+        name, separator, rest = item.partition("=")
+        image, _, labels = rest.partition(":")
+        if not separator or not name.isidentifier() or not image:
+            raise click.BadParameter(f"{item!r}: write NAME=IMAGE[:LABELS.tsv], e.g. "
+                                     "AAL=/atlases/aal.nii.gz:/atlases/aal.tsv")
+        for path in filter(None, (image, labels)):
+            if not Path(path).is_file():
+                raise click.BadParameter(f"{path}: file not found (in {item!r}).")
+    return list(value)
+
+
+atlas = click.option(
+    "--atlas", "atlases", multiple=True, callback=_atlases, metavar="NAME=IMAGE[:LABELS]",
+    help="Label atlas in MNI152NLin2009aSym space for regional lesion load (repeatable); "
+         "LABELS is a TSV with 'index' and 'name' columns or an FSL/MRIcron .txt table.")
 stop_on_first_crash = click.option("--stop-on-first-crash", is_flag=True,
                                    help="Stop the whole run at the first failing node.")
 verbose = click.option("-v", "--verbose", count=True,

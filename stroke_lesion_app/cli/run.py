@@ -63,13 +63,14 @@ class ParticipantResult:
 @options.device
 @options.skull_strip
 @options.registration
+@options.atlas
 @options.stop_on_first_crash
 @options.verbose
 @click.version_option(__version__, "--version", prog_name="stroke-lesion-app")
 def cli(bids_dir, output_dir, analysis_level, participant_labels, session_labels,
         bids_filter_file, skip_bids_validation, work_dir, nprocs, omp_nthreads, mem_gb, plugin,
-        plugin_settings, model, device, skull_strip, registration, stop_on_first_crash,
-        verbose):
+        plugin_settings, model, device, skull_strip, registration, atlases,
+        stop_on_first_crash, verbose):
     """Find and measure stroke lesions on T1-weighted MRI in a BIDS dataset.
 
     BIDS_DIR is the input dataset (never written to), OUTPUT_DIR the derivatives folder
@@ -109,7 +110,7 @@ def cli(bids_dir, output_dir, analysis_level, participant_labels, session_labels
         ),
         nipype=nipype_settings,
         workflow=WorkflowSettings(model=model, device=device, skull_strip=skull_strip,
-                                  registration=registration),
+                                  registration=registration, atlases=list(atlases)),
     )
     from stroke_lesion_app.core.bids import BIDSInputError, load_filters
     from stroke_lesion_app.core.images import ImageError
@@ -230,6 +231,7 @@ def _run_workflow(config: Config, runnable) -> tuple[list[str], dict[str, str]]:
     from nipype import config as nipype_config
     from nipype import logging as nipype_logging
 
+    from stroke_lesion_app.core.reports import assemble_subject_report
     from stroke_lesion_app.workflows.base import (
         IMPLEMENTED_STAGES,
         PENDING_STAGES,
@@ -271,23 +273,42 @@ def _run_workflow(config: Config, runnable) -> tuple[list[str], dict[str, str]]:
                 else f"did not produce {missing[0]}; re-run with -v and check {execution.work_dir}")
         else:
             succeeded.append(t1w_input.name)
+    for subject in sorted({t1w_input.entities["subject"] for t1w_input in runnable}):
+        report = assemble_subject_report(execution.output_dir, subject, _report_header(config))
+        if report:
+            LOGGER.info("Report: %s", report)
     LOGGER.warning(
-        "This release runs the pipeline up to %s; %s are not available yet, so no lesion "
-        "masks were written.", IMPLEMENTED_STAGES[-1], ", ".join(PENDING_STAGES))
+        "This release runs the pipeline up to %s; %s are not available yet: lesion load is "
+        "measured only where the dataset has a manual lesion mask (_label-lesion_roi).",
+        ", ".join(IMPLEMENTED_STAGES), ", ".join(PENDING_STAGES))
     LOGGER.info("Outputs: %s", execution.output_dir)
     return succeeded, failed
 
 
+def _report_header(config: Config) -> str:
+    """Top of every subject page: version, run id, and the no-model warning."""
+    import html
+
+    return (f"<p>stroke-lesion-app {html.escape(config.execution.version)}, run "
+            f"{html.escape(config.execution.run_uuid)}.</p>"
+            "<p class='warning'>This release has no lesion segmentation model: lesion "
+            "measures come only from manual masks in the input dataset. Not for clinical "
+            "use.</p>")
+
+
 def run_group(config: Config) -> None:
-    """Group level: reads only OUTPUT_DIR (the cohort table arrives with lesion-load measures)."""
+    """Group level: cohort table, frequency map and HTML, reading only OUTPUT_DIR."""
     from stroke_lesion_app.core import bids as bids_core
+    from stroke_lesion_app.core.group import run_group as write_group_outputs
+    from stroke_lesion_app.core.templates import get_template, template_brain
 
     output_dir = config.execution.output_dir
     description = output_dir / "dataset_description.json"
     if not description.is_file():
         raise bids_core.BIDSInputError(
             f"{description}: not found; run the participant level into {output_dir} first.")
-    subjects = sorted(path.name for path in output_dir.glob("sub-*") if path.is_dir())
-    LOGGER.info("Group level: %d subject folder(s) in %s", len(subjects), output_dir)
-    LOGGER.warning("This release has no lesion-load measures yet, so the group level has no "
-                   "cohort table to write.")
+    written = write_group_outputs(output_dir, template_brain(get_template())[0])
+    if not written["measured"]:
+        LOGGER.warning("No image in %s has lesion measures yet; the cohort table lists the "
+                       "images and their status only.", output_dir)
+    LOGGER.info("Group report: %s", written["report"])

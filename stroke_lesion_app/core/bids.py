@@ -69,8 +69,16 @@ OUTPUTS: dict[str, dict[str, str]] = {
     "std2anat_xfm": {"from": TEMPLATE_SPACE, "to": "T1w", "mode": "image", "suffix": "xfm",
                      "extension": ".mat"},
     "lesion_load": {"label": "L", "desc": "lesionload", "suffix": "stats", "extension": ".tsv"},
-    "lesion_load_json": {"label": "L", "desc": "lesionload", "suffix": "stats",
-                         "extension": ".json"},
+    "lesion_components": {"label": "L", "desc": "components", "suffix": "stats",
+                          "extension": ".tsv"},
+}
+
+#: Group-level outputs (``OUTPUT_DIR/group/``): name by kind.
+GROUP_OUTPUTS = {
+    "cohort_table": "label-L_desc-lesionload_stats.tsv",
+    "frequency_map": f"space-{TEMPLATE_SPACE}_label-L_desc-frequency_probseg.nii.gz",
+    "count_map": f"space-{TEMPLATE_SPACE}_label-L_desc-count_probseg.nii.gz",
+    "report": "group.html",
 }
 
 #: Labels under which raw BIDS datasets store manual lesion masks.
@@ -180,9 +188,25 @@ def subject_report_path(output_dir: Path | str, subject: str) -> Path:
     return Path(output_dir) / f"sub-{strip_prefix(subject, 'sub')}.html"
 
 
-def group_table_path(output_dir: Path | str) -> Path:
-    """Cohort table written at ``group`` level."""
-    return Path(output_dir) / "group" / "label-L_desc-lesionload_stats.tsv"
+def group_path(output_dir: Path | str, kind: str) -> Path:
+    """Path of a group-level output (a key of :data:`GROUP_OUTPUTS`) under ``OUTPUT_DIR/group``.
+
+    >>> group_path("/out", "cohort_table").as_posix()
+    '/out/group/label-L_desc-lesionload_stats.tsv'
+    """
+    if kind not in GROUP_OUTPUTS:
+        raise ValueError(f"unknown group output {kind!r}; known: {', '.join(GROUP_OUTPUTS)}")
+    return Path(output_dir) / "group" / GROUP_OUTPUTS[kind]
+
+
+def figures_dir(output_dir: Path | str, source_entities: Mapping[str, Any]) -> Path:
+    """``OUTPUT_DIR/sub-<label>/figures``: the report's pictures, as in fMRIPrep."""
+    return Path(output_dir) / f"sub-{source_entities['subject']}" / "figures"
+
+
+def figure_name(source_entities: Mapping[str, Any], desc: str, extension: str = ".png") -> str:
+    """Name of one report figure, e.g. ``sub-01_ses-1_desc-brainmask_T1w.png``."""
+    return derivative_name(source_entities, "t1w_preproc", desc=desc, extension=extension)
 
 
 # --------------------------------------------------------------------------------------------
@@ -206,6 +230,10 @@ def atomic_path(final_path: Path | str) -> Iterator[Path]:
     tmp_path = Path(tmp_name)
     try:
         yield tmp_path
+        # mkstemp creates owner-only files; give the final file the usual umask permissions
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, final_path)
     finally:
         if tmp_path.exists():

@@ -142,3 +142,22 @@ def tissue_probability(files: TemplateFiles, tissue: str) -> nib.Nifti1Image:
     if data.max() > 1.0:
         data /= 255.0
     return nib.Nifti1Image(data, image.affine)
+
+
+def tissue_maps(files: TemplateFiles) -> dict[str, np.ndarray]:
+    """GM, WM and CSF membership (float32, 0-1) on the 1 mm template grid.
+
+    TemplateFlow provides all three; with nilearn's copy (GM and WM only) CSF is the rest of
+    the brain mask, ``clip(brain - GM - WM, 0, 1)``, which is mostly ventricles and sulci.
+    """
+    maps = {tissue: np.asanyarray(tissue_probability(files, tissue).dataobj)
+            for tissue in ("GM", "WM")}
+    csf_path = (files.t1w.parent / f"tpl-{TEMPLATE}_res-1_label-CSF_probseg.nii.gz"
+                if files.source == "templateflow" else None)
+    if csf_path is not None and csf_path.is_file() and csf_path.stat().st_size > 0:
+        maps["CSF"] = np.asanyarray(nib.load(str(csf_path)).dataobj, dtype=np.float32)
+    else:
+        _, mask = template_brain(files)
+        brain = np.asanyarray(mask.dataobj).astype(np.float32)
+        maps["CSF"] = np.clip(brain - maps["GM"] - maps["WM"], 0.0, 1.0)
+    return maps

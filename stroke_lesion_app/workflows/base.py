@@ -11,16 +11,23 @@ from nipype.pipeline import engine as pe
 from stroke_lesion_app.config import Config
 from stroke_lesion_app.core.bids import T1wInput
 from stroke_lesion_app.core.bids import derivative_path
+from stroke_lesion_app.interfaces.reports import ImageReport
 from stroke_lesion_app.workflows.anatomical import init_anat_prep_wf
-from stroke_lesion_app.workflows.outputs import init_ds_anat_wf, init_ds_registration_wf
+from stroke_lesion_app.workflows.measures import init_lesion_load_wf
+from stroke_lesion_app.workflows.outputs import (
+    init_ds_anat_wf,
+    init_ds_lesion_load_wf,
+    init_ds_registration_wf,
+)
 from stroke_lesion_app.workflows.registration import init_register_template_wf
 
 #: Stages this release runs, in order; the CLI reports the last one so users know where the
 #: pipeline stops today.
 IMPLEMENTED_STAGES = ("input validation", "bias correction", "skull-stripping",
-                      "registration to MNI152NLin2009aSym")
+                      "registration to MNI152NLin2009aSym",
+                      "lesion load of manual lesion masks", "reports")
 #: Stages of the full pipeline not yet available in this release.
-PENDING_STAGES = ("lesion segmentation", "back-projection of lesion maps", "lesion-load report")
+PENDING_STAGES = ("lesion segmentation", "back-projection of lesion maps")
 
 
 def init_stroke_lesion_wf(
@@ -58,6 +65,7 @@ def init_stroke_lesion_wf(
             skull_strip=config.workflow.skull_strip,
             registration=config.workflow.registration,
             device=config.workflow.resolved_device(),
+            atlases=config.workflow.atlases,
             omp_nthreads=config.resolved_omp_nthreads(),
             crashdump_dir=subject_log_dir(config, t1w_input) / t1w_input.name,
             name=f"{t1w_input.name}_wf",
@@ -73,6 +81,7 @@ def init_single_subject_wf(
     skull_strip: str = "auto",
     registration: str = "affine",
     device: str = "cpu",
+    atlases: list[str] | None = None,
     omp_nthreads: int = 1,
     crashdump_dir: Path | None = None,
     name: str = "single_subject_wf",
@@ -82,7 +91,8 @@ def init_single_subject_wf(
     Workflow Graph
     --------------
     ``inputnode.t1w → anat_prep_wf → register_template_wf → ds_registration_wf``
-    ``                      └──────→ ds_anat_wf``
+    ``                      └──────→ ds_anat_wf            └→ image_report``
+    ``inputnode.lesion_mask → lesion_load_wf → ds_lesion_load_wf`` (with a manual mask)
 
     Parameters
     ----------
@@ -93,10 +103,12 @@ def init_single_subject_wf(
     skull_strip : {"auto", "deepbet", "ants", "none"}
         Skull-stripping backend.
     registration : {"affine", "syn"}
-        Registration to the template; the first raw lesion mask, if any, is excluded from
-        the registration metric.
+        Registration to the template; with ``syn`` the first raw lesion mask, if any, is
+        excluded from the non-linear stage's metric.
     device : {"cpu", "cuda"}
         Where neural networks run.
+    atlases : list of str, optional
+        ``NAME=IMAGE[:LABELS]`` atlases for the lesion-load overlap.
     omp_nthreads : int
         Threads per node.
     crashdump_dir : Path, optional
@@ -111,7 +123,8 @@ def init_single_subject_wf(
     lesion_masks
         Raw-BIDS lesion masks of this image (may be empty).
     lesion_mask
-        The first of them, excluded from the registration metric (unset when none).
+        The first of them: measured (lesion load, report) and, with ``syn``, excluded from the
+        registration metric; unset when none.
 
     Outputs
     -------
@@ -140,7 +153,8 @@ def init_single_subject_wf(
     anat_prep_wf = init_anat_prep_wf(skull_strip=skull_strip, omp_nthreads=omp_nthreads,
                                      device=device)
     register_template_wf = init_register_template_wf(
-        registration=registration, use_lesion_mask=bool(t1w_input.lesion_masks),
+        registration=registration,
+        use_lesion_mask=bool(t1w_input.lesion_masks) and registration == "syn",
         omp_nthreads=omp_nthreads)
     ds_anat_wf = init_ds_anat_wf(output_dir=output_dir, source_entities=t1w_input.entities,
                                  source_uri=t1w_input.uri)
@@ -169,10 +183,48 @@ def init_single_subject_wf(
                                             ("outputnode.std2anat_xfm", "std2anat_xfm"),
                                             ("outputnode.std_t1w", "std_t1w")]),
     ])
+    image_report = pe.Node(
+        ImageReport(output_dir=str(output_dir), source_entities=dict(t1w_input.entities),
+                    registration=registration,
+                    methods=[workflow.__desc__ for workflow in
+                             (anat_prep_wf, register_template_wf) if workflow.__desc__]),
+        name="image_report", mem_gb=1)
+    single_subject_wf.connect([
+        (anat_prep_wf, image_report, [("outputnode.t1w_preproc", "t1w_preproc"),
+                                      ("outputnode.t1w_mask", "t1w_mask"),
+                                      ("outputnode.t1w_description", "t1w_description"),
+                                      ("outputnode.skull_strip_method", "skull_strip_method")]),
+        (register_template_wf, image_report, [("outputnode.std_t1w", "std_t1w"),
+                                              ("outputnode.template_source",
+                                               "template_source")]),
+    ])
     if t1w_input.lesion_masks:
+        lesion_uri = t1w_input.uri.rsplit("/", 1)[0] + "/" + t1w_input.lesion_masks[0].name
         inputnode.inputs.lesion_mask = str(t1w_input.lesion_masks[0])
-        single_subject_wf.connect(inputnode, "lesion_mask",
-                                  register_template_wf, "inputnode.lesion_mask")
+        lesion_load_wf = init_lesion_load_wf(atlases=atlases, omp_nthreads=omp_nthreads)
+        ds_lesion_load_wf = init_ds_lesion_load_wf(
+            output_dir=output_dir, source_entities=t1w_input.entities,
+            source_uris=[t1w_input.uri, lesion_uri], lesion_source="manual")
+        image_report.inputs.lesion_source = f"manual, from the input dataset ({lesion_uri})"
+        image_report.inputs.methods = image_report.inputs.methods + [lesion_load_wf.__desc__]
+        if registration == "syn":
+            single_subject_wf.connect(inputnode, "lesion_mask",
+                                      register_template_wf, "inputnode.lesion_mask")
+        single_subject_wf.connect([
+            (inputnode, lesion_load_wf, [("lesion_mask", "inputnode.lesion_mask")]),
+            (register_template_wf, lesion_load_wf, [
+                ("outputnode.anat2std_xfm", "inputnode.anat2std_xfm"),
+                ("outputnode.std2anat_xfm", "inputnode.std2anat_xfm")]),
+            (lesion_load_wf, ds_lesion_load_wf, [
+                ("outputnode.std_lesion_mask", "inputnode.std_lesion_mask"),
+                ("outputnode.lesion_load", "inputnode.lesion_load"),
+                ("outputnode.lesion_components", "inputnode.lesion_components"),
+                ("outputnode.lesion_load_columns", "inputnode.lesion_load_columns")]),
+            (inputnode, image_report, [("lesion_mask", "lesion_mask")]),
+            (lesion_load_wf, image_report, [
+                ("outputnode.lesion_load", "lesion_load"),
+                ("outputnode.lesion_components", "lesion_components")]),
+        ])
     return single_subject_wf
 
 
@@ -185,7 +237,11 @@ def subject_log_dir(config: Config, t1w_input: T1wInput) -> Path:
 def expected_outputs(output_dir: Path, t1w_input: T1wInput, registration: str) -> list[Path]:
     """Derivatives a successful run of this release writes for one image."""
     xfm_extension = ".mat" if registration == "affine" else ".h5"
+    kinds = [("t1w_preproc", {}), ("t1w_mask", {}), ("std_t1w", {}),
+             ("anat2std_xfm", {"extension": xfm_extension}),
+             ("std2anat_xfm", {"extension": xfm_extension})]
+    if t1w_input.lesion_masks:
+        kinds += [("lesion_load", {}), ("lesion_components", {}),
+                  ("std_lesion_mask", {"desc": "manual"})]
     return [derivative_path(output_dir, t1w_input.entities, kind, **overrides)
-            for kind, overrides in (("t1w_preproc", {}), ("t1w_mask", {}), ("std_t1w", {}),
-                                    ("anat2std_xfm", {"extension": xfm_extension}),
-                                    ("std2anat_xfm", {"extension": xfm_extension}))]
+            for kind, overrides in kinds]

@@ -155,6 +155,96 @@ def init_ds_registration_wf(
     return ds_registration_wf
 
 
+def init_ds_lesion_load_wf(
+    *,
+    output_dir: Path,
+    source_entities: dict,
+    source_uris: list[str],
+    lesion_source: str,
+    name: str = "ds_lesion_load_wf",
+) -> pe.Workflow:
+    """Store the lesion-load tables and the template-space lesion mask they were measured on.
+
+    Workflow Graph
+    --------------
+    ``inputnode → ds_lesion_load, ds_lesion_components, ds_std_lesion_mask``
+
+    Parameters
+    ----------
+    output_dir : Path
+        Root of the derivatives dataset.
+    source_entities : dict
+        BIDS entities of the raw T1w.
+    source_uris : list of str
+        BIDS URIs of the raw T1w and of the lesion mask, recorded as ``Sources``.
+    lesion_source : str
+        ``manual`` (a mask from the input dataset) or ``model``; a manual mask's template-space
+        copy is named ``desc-manual``.
+    name : str
+        Workflow name.
+
+    Inputs
+    ------
+    std_lesion_mask
+        Lesion mask on the MNI152NLin2009aSym grid.
+    lesion_load
+        One-row summary TSV.
+    lesion_components
+        Per-component TSV.
+    lesion_load_columns
+        Column descriptions of the summary TSV (its JSON sidecar).
+
+    Outputs
+    -------
+    lesion_load
+        Path of the stored ``label-L_desc-lesionload_stats.tsv``.
+    """
+    ds_lesion_load_wf = pe.Workflow(name=name)
+    inputnode = pe.Node(niu.IdentityInterface(
+        fields=["std_lesion_mask", "lesion_load", "lesion_components", "lesion_load_columns"]),
+        name="inputnode")
+    outputnode = pe.Node(niu.IdentityInterface(fields=["lesion_load"]), name="outputnode")
+    common = {"output_dir": str(output_dir), "source_entities": dict(source_entities),
+              "source_files": list(source_uris)}
+    ds_lesion_load = pe.Node(DerivativesDataSink(kind="lesion_load", **common),
+                             name="ds_lesion_load", run_without_submitting=True)
+    ds_lesion_components = pe.Node(
+        DerivativesDataSink(kind="lesion_components", metadata=_COMPONENT_COLUMNS, **common),
+        name="ds_lesion_components", run_without_submitting=True)
+    ds_std_lesion_mask = pe.Node(
+        DerivativesDataSink(kind="std_lesion_mask", metadata={"LesionSource": lesion_source},
+                            entity_overrides={"desc": "manual"} if lesion_source == "manual"
+                            else {}, **common),
+        name="ds_std_lesion_mask", run_without_submitting=True)
+    columns_meta = pe.Node(niu.Function(function=_lesion_load_meta, output_names=["meta"]),
+                           name="columns_meta", run_without_submitting=True)
+    columns_meta.inputs.lesion_source = lesion_source
+    ds_lesion_load_wf.connect([
+        (inputnode, columns_meta, [("lesion_load_columns", "columns")]),
+        (inputnode, ds_lesion_load, [("lesion_load", "in_file")]),
+        (columns_meta, ds_lesion_load, [("meta", "metadata")]),
+        (inputnode, ds_lesion_components, [("lesion_components", "in_file")]),
+        (inputnode, ds_std_lesion_mask, [("std_lesion_mask", "in_file")]),
+        (ds_lesion_load, outputnode, [("out_file", "lesion_load")]),
+    ])
+    return ds_lesion_load_wf
+
+
+_COMPONENT_COLUMNS = {
+    "component": {"Description": "Component number, by decreasing volume"},
+    "voxels": {"Description": "Component size in native voxels", "Units": "voxels"},
+    "volume_ml": {"Description": "Component volume in native space", "Units": "mL"},
+    "centroid_x_mm": {"Description": "Centre of mass, x, MNI152NLin2009aSym", "Units": "mm"},
+    "centroid_y_mm": {"Description": "Centre of mass, y, MNI152NLin2009aSym", "Units": "mm"},
+    "centroid_z_mm": {"Description": "Centre of mass, z, MNI152NLin2009aSym", "Units": "mm"},
+    "hemisphere": {"Description": "Side of the centre of mass (template x < 0: left)"},
+}
+
+
+def _lesion_load_meta(columns: dict, lesion_source: str) -> dict:
+    return {**columns, "LesionSource": lesion_source}
+
+
 def _t1w_meta(description: dict) -> dict:
     return {"RawImage": description,
             "Description": "T1w checked, reoriented to RAS+ (no resampling), N4 bias-corrected."}

@@ -27,7 +27,8 @@ def init_register_template_wf(
     registration : {"affine", "syn"}
         ``affine`` (rigid → affine, the normalisation of ATLAS v2.0) or ``syn`` (affine + SyN).
     use_lesion_mask : bool
-        Whether ``inputnode.lesion_mask`` is connected: the lesion is then excluded from the
+        Whether ``inputnode.lesion_mask`` is connected (``syn`` only): the lesion is then
+        excluded from the SyN stage's
         similarity metric (cost-function masking).
     omp_nthreads : int
         ITK threads.

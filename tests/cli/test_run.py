@@ -168,6 +168,10 @@ def test_participant_run_with_bad_subjects(bids_root, tmp_path):
              "from-T1w_to-MNI152NLin2009aSym_mode-image_xfm",
              "from-MNI152NLin2009aSym_to-T1w_mode-image_xfm"]
     extensions = [".nii.gz", ".nii.gz", ".nii.gz", ".mat", ".mat"]
+    # sub-02 has a manual lesion mask (_label-lesion_roi): lesion load is measured
+    stems += ["label-L_desc-lesionload_stats", "label-L_desc-components_stats",
+              "space-MNI152NLin2009aSym_label-L_desc-manual_mask"]
+    extensions += [".tsv", ".tsv", ".nii.gz"]
     assert sorted(path.name for path in anat.iterdir()) == sorted(
         [f"sub-02_ses-1_{stem}{ext}" for stem, ext in zip(stems, extensions)]
         + [f"sub-02_ses-1_{stem}.json" for stem in stems])
@@ -179,6 +183,8 @@ def test_participant_run_with_bad_subjects(bids_root, tmp_path):
     sidecar = json.loads((anat / "sub-02_ses-1_desc-preproc_T1w.json").read_text())
     assert sidecar["Sources"] == ["bids:raw:sub-02/ses-1/anat/sub-02_ses-1_T1w.nii.gz"]
     assert (out / "sub-01" / "anat" / "sub-01_desc-preproc_T1w.nii.gz").is_file()
+    assert not list((out / "sub-01" / "anat").glob("*lesionload*"))  # no manual mask
+    assert (out / "sub-01.html").is_file() and (out / "sub-02.html").is_file()
     assert not (out / "sub-03").exists()
     description = json.loads((out / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative"

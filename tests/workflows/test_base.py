@@ -31,7 +31,13 @@ PER_IMAGE_NODES = [
     "register_template_wf.template_brain", "register_template_wf.register",
     "ds_anat_wf.ds_t1w_preproc", "ds_anat_wf.ds_t1w_mask", "ds_registration_wf.meta",
     "ds_registration_wf.ds_anat2std_xfm", "ds_registration_wf.ds_std2anat_xfm",
-    "ds_registration_wf.ds_std_t1w",
+    "ds_registration_wf.ds_std_t1w", "image_report",
+]
+LESION_NODES = [
+    "lesion_load_wf.template_brain", "lesion_load_wf.project_to_template",
+    "lesion_load_wf.lesion_load", "ds_lesion_load_wf.columns_meta",
+    "ds_lesion_load_wf.ds_lesion_load", "ds_lesion_load_wf.ds_lesion_components",
+    "ds_lesion_load_wf.ds_std_lesion_mask",
 ]
 
 
@@ -42,9 +48,9 @@ def test_stroke_lesion_wf_builds(tmp_path):
     workflow = init_stroke_lesion_wf(config=config, inputs=_inputs())
     working = [name for name in workflow.list_node_names()
                if not name.endswith(("inputnode", "outputnode"))]
-    assert sorted(working) == sorted(f"{prefix}.{node}" for prefix in
-                                     ("sub-01_wf", "sub-02_ses-1_run-2_wf")
-                                     for node in PER_IMAGE_NODES)
+    assert sorted(working) == sorted(
+        [f"sub-01_wf.{node}" for node in PER_IMAGE_NODES]
+        + [f"sub-02_ses-1_run-2_wf.{node}" for node in PER_IMAGE_NODES + LESION_NODES])
     assert len(workflow._create_flat_graph().nodes()) > 2 * len(PER_IMAGE_NODES)
 
 
@@ -61,13 +67,17 @@ def test_single_subject_wf_option_grid(tmp_path, skull_strip, registration, with
     register = workflow.get_node("register_template_wf.register")
     assert register.inputs.mode == registration and register.inputs.num_threads == 3
     assert register.n_procs == 3
-    lesion_edges = [
-        (u.name, v.name) for u, v, data in workflow._graph.edges(data=True)
-        if any("lesion_mask" in str(conn) for conn in data.get("connect", []))]
-    assert bool(lesion_edges) is with_lesion
+    register_inputs = workflow.get_node("register_template_wf")._graph
+    masked = any("lesion_mask" in str(data.get("connect", []))
+                 for _, _, data in register_inputs.edges(data=True))
+    assert masked is (with_lesion and registration == "syn")
     if with_lesion:
         assert workflow.get_node("inputnode").inputs.lesion_mask == str(t1w_input.lesion_masks[0])
-    assert workflow.get_node("register_template_wf").__desc__.count("lesion") == with_lesion
+    assert workflow.get_node("register_template_wf").__desc__.count("lesion") == (
+        with_lesion and registration == "syn")
+    assert (workflow.get_node("lesion_load_wf") is not None) is with_lesion
+    report = workflow.get_node("image_report")
+    assert len(report.inputs.methods) == 2 + with_lesion
     assert workflow.config["execution"]["crashdump_dir"] == str(tmp_path / "log")
     sink = workflow.get_node("ds_anat_wf.ds_t1w_preproc")
     assert sink.inputs.source_entities == t1w_input.entities
