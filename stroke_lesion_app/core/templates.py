@@ -161,3 +161,27 @@ def tissue_maps(files: TemplateFiles) -> dict[str, np.ndarray]:
         brain = np.asanyarray(mask.dataobj).astype(np.float32)
         maps["CSF"] = np.clip(brain - maps["GM"] - maps["WM"], 0.0, 1.0)
     return maps
+
+
+def templateflow_atlases() -> list[str]:
+    """Label atlases of MNI152NLin2009aSym found in ``$TEMPLATEFLOW_HOME``, as ``--atlas``
+    values (``NAME=IMAGE[:LABELS]``).
+
+    Looks for ``tpl-MNI152NLin2009aSym_res-1_atlas-<name>[_desc-<d>]_dseg.nii.gz`` with its
+    label table ``tpl-MNI152NLin2009aSym_atlas-<name>[_desc-<d>]_dseg.tsv`` (TemplateFlow's
+    layout); empty files (TemplateFlow's skeleton) are skipped. Never downloads.
+    """
+    home = os.environ.get("TEMPLATEFLOW_HOME")
+    if not home:
+        return []
+    folder = Path(home) / f"tpl-{TEMPLATE}"
+    found = []
+    for image in sorted(folder.glob(f"tpl-{TEMPLATE}_res-1_atlas-*_dseg.nii.gz")):
+        if image.stat().st_size == 0:
+            continue
+        stem = image.name[: -len("_dseg.nii.gz")]
+        entities = dict(part.split("-", 1) for part in stem.split("_")[1:] if "-" in part)
+        name = entities["atlas"] + (entities["desc"].capitalize() if "desc" in entities else "")
+        table = folder / (image.name.replace("_res-1", "").replace(".nii.gz", ".tsv"))
+        found.append(f"{name}={image}" + (f":{table}" if table.is_file() else ""))
+    return found

@@ -11,6 +11,7 @@ from nipype.pipeline import engine as pe
 from stroke_lesion_app.config import Config
 from stroke_lesion_app.core.bids import T1wInput
 from stroke_lesion_app.core.bids import derivative_path
+from stroke_lesion_app.core.templates import templateflow_atlases
 from stroke_lesion_app.interfaces.reports import ImageReport
 from stroke_lesion_app.workflows.anatomical import init_anat_prep_wf
 from stroke_lesion_app.workflows.measures import init_lesion_load_wf
@@ -65,7 +66,7 @@ def init_stroke_lesion_wf(
             skull_strip=config.workflow.skull_strip,
             registration=config.workflow.registration,
             device=config.workflow.resolved_device(),
-            atlases=config.workflow.atlases,
+            atlases=list(config.workflow.atlases) + templateflow_atlases(),
             omp_nthreads=config.resolved_omp_nthreads(),
             crashdump_dir=subject_log_dir(config, t1w_input) / t1w_input.name,
             name=f"{t1w_input.name}_wf",

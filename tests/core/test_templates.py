@@ -60,3 +60,17 @@ def test_wrong_grid_refused(monkeypatch, tmp_path):
     monkeypatch.setenv("TEMPLATEFLOW_HOME", str(tmp_path))
     with pytest.raises(ValueError, match="not the MNI152NLin2009aSym 1 mm grid"):
         templates.get_template()
+
+
+def test_templateflow_atlases(monkeypatch, tmp_path):
+    monkeypatch.delenv("TEMPLATEFLOW_HOME", raising=False)
+    assert templates.templateflow_atlases() == []
+    folder = tmp_path / "tpl-MNI152NLin2009aSym"
+    folder.mkdir()
+    (folder / "tpl-MNI152NLin2009aSym_res-1_atlas-HOCPA_desc-th25_dseg.nii.gz").write_bytes(b"x")
+    (folder / "tpl-MNI152NLin2009aSym_atlas-HOCPA_desc-th25_dseg.tsv").write_text("index\tname\n")
+    (folder / "tpl-MNI152NLin2009aSym_res-1_atlas-Schaefer_dseg.nii.gz").touch()  # skeleton
+    monkeypatch.setenv("TEMPLATEFLOW_HOME", str(tmp_path))
+    assert templates.templateflow_atlases() == [
+        f"HOCPATh25={folder}/tpl-MNI152NLin2009aSym_res-1_atlas-HOCPA_desc-th25_dseg.nii.gz"
+        f":{folder}/tpl-MNI152NLin2009aSym_atlas-HOCPA_desc-th25_dseg.tsv"]

@@ -7,6 +7,7 @@ import re
 import shutil
 
 import nibabel as nib
+import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -31,9 +32,17 @@ def processed(tmp_path_factory):
             continue
         subject = mask.name.split("_")[0]
         shutil.copy(mask, bids / subject / "anat" / f"{subject}_label-lesion_roi.nii.gz")
+    # a two-label atlas on the template grid: left and right hemisphere
+    from stroke_lesion_app.core.templates import TEMPLATE_AFFINE, TEMPLATE_SHAPE
+
+    x = nib.affines.apply_affine(TEMPLATE_AFFINE, np.indices(TEMPLATE_SHAPE).reshape(3, -1).T)
+    hemispheres = np.where(x[:, 0] < 0, 1, 2).reshape(TEMPLATE_SHAPE).astype(np.int16)
+    nib.Nifti1Image(hemispheres, TEMPLATE_AFFINE).to_filename(root / "hemi.nii.gz")
+    (root / "hemi.tsv").write_text("index\tname\n1\tLeft\n2\tRight\n")
     out = root / "out"
     result = CliRunner().invoke(cli, [str(bids), str(out), "participant", "-w",
-                                      str(root / "work"), "--nprocs", "2"],
+                                      str(root / "work"), "--nprocs", "2", "--atlas",
+                                      f"Hemi={root / 'hemi.nii.gz'}:{root / 'hemi.tsv'}"],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return bids, truth, out
@@ -62,6 +71,15 @@ def test_lesion_load_matches_the_truth(processed):
         distance = ((centre.to_numpy(float) - largest[["centre_x_mm", "centre_y_mm",
                                                       "centre_z_mm"]].to_numpy(float)) ** 2)
         assert distance.sum() ** 0.5 <= 5.0, subject
+        # atlas overlap, both ways: the lesion's share per side sums to 100 %
+        shares = summary.loc[0, ["atlas-Hemi_Left_lesion_percent",
+                                 "atlas-Hemi_Right_lesion_percent"]]
+        assert shares.sum() == pytest.approx(100.0, abs=0.1)
+        dominant = "Right" if expected_side == "right" else "Left"
+        if expected_side in ("left", "right"):
+            assert summary.loc[0, f"atlas-Hemi_{dominant}_lesion_percent"] >= 95
+        assert 0 < summary.loc[0, f"atlas-Hemi_{dominant}_region_percent"] < 100
+        assert summary.loc[0, "tissue_WM_lesion_percent"] > 0
         sidecar = json.loads((anat / f"{subject}_label-L_desc-lesionload_stats.json")
                              .read_text())
         assert sidecar["volume_ml"]["Units"] == "mL" and sidecar["LesionSource"] == "manual"

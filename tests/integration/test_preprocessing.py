@@ -139,3 +139,34 @@ def test_lesion_masked_syn_on_the_largest_lesion(dataset, preprocessed, tmp_path
                            - expected, axis=1).mean()
     # the truth affine leaves out the generator's smooth warp (≤ 4 mm), which SyN follows
     assert error <= 3.0, f"{subject}: mean error {error:.2f} mm with the lesion masked"
+
+
+def test_lesion_to_native_workflow(dataset, preprocessed, tmp_path):
+    """init_lesion_to_native_wf puts template-space maps exactly on the native T1w grid."""
+    from stroke_lesion_app.workflows.projection import init_lesion_to_native_wf
+
+    subject, (folder, result) = next(iter(preprocessed[1].items()))
+    std_mask = _truth(dataset, subject, "space-MNI152NLin2009aSym_label-L_mask.nii.gz")
+    mask = nib.load(std_mask)
+    nib.Nifti1Image(mask.get_fdata(dtype=np.float32) * 0.8, mask.affine).to_filename(
+        tmp_path / "probseg.nii.gz")
+    workflow = init_lesion_to_native_wf(omp_nthreads=2)
+    workflow.base_dir = str(tmp_path / "work")
+    inputnode = workflow.get_node("inputnode")
+    inputnode.inputs.std_lesion_probseg = str(tmp_path / "probseg.nii.gz")
+    inputnode.inputs.std_lesion_mask = str(std_mask)
+    inputnode.inputs.std2anat_xfm = str(result.std2anat_xfm)
+    inputnode.inputs.t1w_preproc = str(folder / "t1w_n4.nii.gz")
+    graph = workflow.run(plugin="Linear")
+    outputs = {node.name: node.result.outputs for node in graph.nodes()}
+    native = nib.load(folder / "t1w_n4.nii.gz")
+    probseg = nib.load(outputs["project_probseg"].out_file)
+    lesion = nib.load(outputs["project_mask"].out_file)
+    for image in (probseg, lesion):
+        assert image.shape == native.shape
+        np.testing.assert_allclose(image.affine, native.affine, atol=1e-5)
+    assert lesion.get_data_dtype() == np.uint8 and probseg.get_data_dtype() == np.float32
+    assert 0 < probseg.get_fdata().max() <= 0.8 + 1e-5
+    truth = nib.as_closest_canonical(nib.load(_truth(dataset, subject, "label-L_mask.nii.gz")))
+    inside, reference = lesion.get_fdata() > 0, truth.get_fdata() > 0
+    assert 2 * (inside & reference).sum() / (inside.sum() + reference.sum()) >= 0.6
