@@ -62,6 +62,7 @@ def from_nibabel(image: nib.Nifti1Image):
     import ants
 
     image = nib.Nifti1Image(np.asanyarray(image.dataobj, dtype=np.float32), image.affine)
+    image.header.set_xyzt_units("mm", "sec")  # antspyx warns about unknown units otherwise
     return ants.from_nibabel_nifti(image)
 
 

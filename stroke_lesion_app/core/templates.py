@@ -80,10 +80,15 @@ def _templateflow_files() -> TemplateFiles | None:
                          optional("label-WM_probseg"), "templateflow")
 
 
-def _nilearn_files() -> TemplateFiles:
+def nilearn_data_dir() -> Path:
+    """Folder of the template files shipped inside nilearn's wheel."""
     import nilearn.datasets
 
-    folder = Path(nilearn.datasets.__file__).parent / "data"
+    return Path(nilearn.datasets.__file__).parent / "data"
+
+
+def _nilearn_files() -> TemplateFiles:
+    folder = nilearn_data_dir()
     paths = {key: folder / name for key, name in _NILEARN_NAMES.items()}
     missing = [str(path) for path in paths.values() if not path.is_file()]
     if missing:

@@ -40,13 +40,12 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
+# one definition of the template grid, shared with the app
+from stroke_lesion_app.core.templates import TEMPLATE as TEMPLATE_SPACE
+from stroke_lesion_app.core.templates import TEMPLATE_AFFINE, TEMPLATE_SHAPE  # noqa: F401
+
 LOGGER = logging.getLogger("stroke_lesion_app.synthetic")
 
-TEMPLATE_SPACE = "MNI152NLin2009aSym"
-TEMPLATE_SHAPE = (197, 233, 189)
-TEMPLATE_AFFINE = np.array(
-    [[1.0, 0.0, 0.0, -98.0], [0.0, 1.0, 0.0, -134.0], [0.0, 0.0, 1.0, -72.0], [0.0, 0.0, 0.0, 1.0]]
-)
 TEMPLATE_ORIGIN = TEMPLATE_AFFINE[:3, 3].copy()
 """World (template mm) position of template voxel (0, 0, 0)."""
 
@@ -104,14 +103,11 @@ class Template:
 
 
 def _nilearn_data_dir() -> Path:
-    try:
-        import nilearn.datasets
-    except ImportError as err:  # pragma: no cover - nilearn is a hard dependency
-        raise FileNotFoundError(
-            "nilearn is not installed, so the bundled MNI152NLin2009aSym template is missing; "
-            "install it with 'pip install nilearn>=0.11'"
-        ) from err
-    return Path(nilearn.datasets.__file__).parent / "data"
+    """Folder of nilearn's bundled template (always nilearn's copy, never TemplateFlow, so the
+    generator writes the same bytes on every machine)."""
+    from stroke_lesion_app.core.templates import nilearn_data_dir
+
+    return nilearn_data_dir()
 
 
 def _load_on_grid(path: Path) -> np.ndarray:
