@@ -1,0 +1,407 @@
+"""In-process ensemble inference: average the softmax probabilities of nnU-Net v2 models.
+
+nnU-Net's own multi-fold prediction averages *logits*. The paper's ensemble averages softmax
+*probabilities*, so :class:`EnsemblePredictor` runs every member × fold of a model bundle as its
+own pass, each through nnU-Net's preprocessing, sliding window (with optional mirroring TTA)
+and export (resampling back, softmax, uncropping), and averages the lesion probabilities with
+the manifest's weights (normalised; a member's weight is split equally over its folds).
+
+Every network is built once, in :class:`EnsemblePredictor`'s constructor: we build it
+ourselves from the plans with the trainer's ``build_network_architecture`` (our trainers are
+found through :func:`stroke_lesion_app.training.trainers.find_trainer_class`), load the
+checkpoint's weights and hand it to ``nnUNetPredictor.manual_initialization``; nnU-Net is
+never patched.
+
+Axis conventions: the arrays this module takes and returns are in nibabel's voxel order
+``(i, j, k)`` with nibabel's zooms; nnU-Net's readers (``SimpleITKIO``, ``NibabelIO``) hand the
+networks the transposed array ``(k, j, i)`` and reversed spacing, so we transpose on the way in
+and back on the way out. torch and nnU-Net are imported lazily.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .bundle import BundleError, BundleMember, ModelBundle, load_bundle, validate_bundle
+from .postprocess import postprocess_probability
+
+__all__ = ["EnsemblePredictor", "MemberFold", "average_probabilities"]
+
+LOGGER = logging.getLogger(__name__)
+
+#: nnU-Net image readers whose array axes are nibabel's, reversed.
+_SUPPORTED_READERS = ("SimpleITKIO", "NibabelIO")
+
+
+def average_probabilities(probabilities: Sequence[np.ndarray],
+                          weights: Sequence[float] | None = None) -> np.ndarray:
+    """Weighted mean of probability maps, weights normalised to sum to 1.
+
+    Parameters
+    ----------
+    probabilities : sequence of numpy.ndarray
+        Maps of one shape (any), values in [0, 1].
+    weights : sequence of float, optional
+        One positive weight per map; equal weights by default.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``float32`` array of the common shape (accumulated in ``float64``).
+
+    Examples
+    --------
+    >>> average_probabilities([np.array([0.0, 1.0]), np.array([1.0, 1.0])], [1, 3])
+    array([0.75, 1.  ], dtype=float32)
+    """
+    if len(probabilities) == 0:
+        raise ValueError("average_probabilities needs at least one probability map")
+    weights = [1.0] * len(probabilities) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(probabilities):
+        raise ValueError(f"got {len(probabilities)} probability maps but {len(weights)} weights")
+    if any(not math.isfinite(w) or w <= 0 for w in weights):
+        raise ValueError(f"weights must be finite and > 0, got {weights}")
+    shape = np.shape(probabilities[0])
+    total = np.zeros(shape, dtype=np.float64)
+    for prob, weight in zip(probabilities, weights):
+        if np.shape(prob) != shape:
+            raise ValueError(f"probability maps differ in shape: {shape} vs {np.shape(prob)}")
+        total += weight * np.asarray(prob, dtype=np.float64)
+    return (total / sum(weights)).astype(np.float32)
+
+
+def _load_checkpoint(path: Path) -> dict:
+    """``torch.load`` an nnU-Net checkpoint on the CPU (its sha256 was checked before)."""
+    import torch
+
+    # nnU-Net checkpoints hold more than tensors (plans, logs); the bundle's checksums are
+    # verified before this is reached, as nnU-Net's own predictor loads them the same way.
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _build_network(trainer_class: type, plans_manager, configuration_manager,
+                   num_input_channels: int, num_output_channels: int):
+    """The trainer's network without deep supervision, as nnU-Net's predictor builds it."""
+    return trainer_class.build_network_architecture(
+        plans_manager, configuration_manager, num_input_channels, num_output_channels,
+        enable_deep_supervision=False,
+    )
+
+
+@contextlib.contextmanager
+def _nnunet_output_to_log():
+    """Send nnU-Net's ``print`` output to this module's logger (DEBUG) instead of stdout."""
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            yield
+    finally:
+        text = buffer.getvalue().strip()
+        if text:
+            LOGGER.debug("nnU-Net: %s", text)
+
+
+@dataclass
+class MemberFold:
+    """One loaded pass of the ensemble: a member's fold and its nnU-Net predictor.
+
+    Attributes
+    ----------
+    member : BundleMember
+    fold : int or str
+    weight : float
+        Share of the average before normalisation (member weight / number of its folds).
+    predictor : nnunetv2.inference.predict_from_raw_data.nnUNetPredictor
+    """
+
+    member: BundleMember
+    fold: Any
+    weight: float
+    predictor: Any
+
+    @property
+    def label(self) -> str:
+        """``"<member>/fold_<N>"``."""
+        return f"{self.member.name}/fold_{self.fold}"
+
+
+class EnsemblePredictor:
+    """Keep a bundle's networks loaded; predict lesion probabilities and masks.
+
+    Parameters
+    ----------
+    bundle : ModelBundle or str or os.PathLike
+        A loaded bundle, or a bundle path or name (see :func:`load_bundle`).
+    device : str or torch.device
+        ``"cpu"`` or ``"cuda"`` (``"cuda:N"``).
+    tta : bool
+        Mirroring test-time augmentation along the axes the checkpoints allow.
+    step_size : float
+        Sliding-window step as a fraction of the patch size, in (0, 1].
+    num_threads : int, optional
+        torch CPU threads during prediction (restored afterwards); torch's setting by default.
+    verify : bool
+        Run :func:`validate_bundle` (space, files, checksums) before loading.
+    expected_space : str
+        Template space the inputs are in.
+
+    Raises
+    ------
+    BundleError
+        Invalid bundle, or checkpoints that disagree with the manifest.
+    RuntimeError
+        CUDA requested but unavailable.
+    """
+
+    def __init__(self, bundle: ModelBundle | str | os.PathLike, device="cpu", tta: bool = True,
+                 step_size: float = 0.5, num_threads: int | None = None, *,
+                 verify: bool = True, expected_space: str = "MNI152NLin2009aSym"):
+        import torch
+
+        if not 0.0 < step_size <= 1.0:
+            raise ValueError(f"step_size must lie in (0, 1], got {step_size!r}")
+        if num_threads is not None and num_threads < 1:
+            raise ValueError(f"num_threads must be >= 1, got {num_threads!r}")
+        if not isinstance(bundle, ModelBundle):
+            bundle = load_bundle(bundle)
+        if verify:
+            validate_bundle(bundle, expected_space=expected_space)
+        self.bundle = bundle
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device {device!r} requested but CUDA is not available; "
+                               f"use device='cpu'.")
+        self.tta = bool(tta)
+        self.step_size = float(step_size)
+        self.num_threads = num_threads
+        self.passes: list[MemberFold] = []
+        with self._threads(), _nnunet_output_to_log():  # trainer lookup prints
+            for member in bundle.members:
+                self.passes += self._load_member(member)
+        LOGGER.info("Loaded %d network(s) of bundle %s %s on %s: %s.", len(self.passes),
+                    bundle.name, bundle.version, self.device,
+                    ", ".join(p.label for p in self.passes))
+
+    # -- loading ---------------------------------------------------------------------------------
+    def _load_member(self, member: BundleMember) -> list[MemberFold]:
+        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+        from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+        from stroke_lesion_app.training.trainers import find_trainer_class
+
+        plans = json.loads((member.folder / "plans.json").read_text())
+        dataset_json = json.loads((member.folder / "dataset.json").read_text())
+        plans_manager = PlansManager(plans)
+        reader = plans.get("image_reader_writer", "SimpleITKIO")
+        if reader not in _SUPPORTED_READERS:
+            raise BundleError(f"{member.folder / 'plans.json'}: image_reader_writer {reader!r} is "
+                              f"not supported (use one of {_SUPPORTED_READERS}).")
+        try:
+            configuration_manager = plans_manager.get_configuration(member.configuration)
+        except (KeyError, RuntimeError, ValueError):
+            raise BundleError(f"{member.folder / 'plans.json'}: no configuration "
+                              f"{member.configuration!r}; fix 'configuration' of member "
+                              f"{member.name!r} in the manifest.") from None
+        label_manager = plans_manager.get_label_manager(dataset_json)
+        if label_manager.has_regions:
+            raise BundleError(f"{member.folder / 'dataset.json'}: region-based (sigmoid) models "
+                              f"are not supported; members must be softmax models.")
+        num_inputs = determine_num_input_channels(plans_manager, configuration_manager,
+                                                  dataset_json)
+        if num_inputs != 1:
+            raise BundleError(f"{member.folder / 'dataset.json'}: {num_inputs} input channels; "
+                              f"members must take one (T1w) channel.")
+        trainer_class = find_trainer_class(member.trainer)
+
+        passes = []
+        for fold in member.folds:
+            path = member.checkpoint_path(fold)
+            checkpoint = _load_checkpoint(path)
+            if checkpoint.get("trainer_name") != member.trainer:
+                raise BundleError(f"{path}: trained with {checkpoint.get('trainer_name')!r}, the "
+                                  f"manifest says {member.trainer!r}; fix 'trainer' of member "
+                                  f"{member.name!r}.")
+            trained_configuration = checkpoint.get("init_args", {}).get("configuration")
+            if trained_configuration not in (None, member.configuration):
+                raise BundleError(f"{path}: trained as {trained_configuration!r}, the manifest "
+                                  f"says {member.configuration!r}; fix 'configuration'.")
+            network = _build_network(trainer_class, plans_manager, configuration_manager,
+                                     num_inputs, label_manager.num_segmentation_heads)
+            network.load_state_dict(checkpoint["network_weights"])
+            network = network.to(self.device).eval()
+            mirror_axes = checkpoint.get("inference_allowed_mirroring_axes")
+            del checkpoint
+            predictor = nnUNetPredictor(
+                tile_step_size=self.step_size, use_gaussian=True, use_mirroring=self.tta,
+                perform_everything_on_device=self.device.type == "cuda",
+                device=self.device, verbose=False, verbose_preprocessing=False,
+                allow_tqdm=False,
+            )
+            # The state dict aliases the network's own tensors: no second copy of the weights.
+            predictor.manual_initialization(
+                network, plans_manager, configuration_manager, [network.state_dict()],
+                dataset_json, member.trainer, mirror_axes,
+            )
+            passes.append(MemberFold(member, fold, member.weight / len(member.folds), predictor))
+        return passes
+
+    @contextlib.contextmanager
+    def _threads(self):
+        import torch
+
+        if self.num_threads is None:
+            yield
+            return
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.num_threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
+
+    # -- prediction ------------------------------------------------------------------------------
+    def member_probabilities(self, image: np.ndarray,
+                             spacing: Sequence[float]) -> list[np.ndarray]:
+        """Lesion probability of every member × fold, in :attr:`passes` order.
+
+        Parameters
+        ----------
+        image : numpy.ndarray
+            3-D image ``(i, j, k)`` in nibabel's voxel order, on the template grid.
+        spacing : sequence of float
+            Voxel sizes in mm, nibabel's zooms order.
+
+        Returns
+        -------
+        list of numpy.ndarray
+            ``float32`` maps of ``image.shape``: the softmax probability of the foreground
+            (the sum over non-background classes).
+        """
+        from nnunetv2.inference.data_iterators import PreprocessAdapterFromNpy
+        from nnunetv2.inference.export_prediction import (
+            convert_predicted_logits_to_segmentation_with_correct_shape,
+        )
+
+        image = np.asarray(image)
+        if image.ndim != 3:
+            raise ValueError(f"image must be 3-D, got shape {image.shape}")
+        if len(spacing) != 3 or any(not s > 0 for s in spacing):
+            raise ValueError(f"spacing must be three positive voxel sizes, got {spacing!r}")
+        if not np.isfinite(image).all():
+            raise ValueError("image holds NaN or infinite values")
+        # nnU-Net layout: channel first, axes and spacing reversed (SimpleITK order)
+        data = np.ascontiguousarray(image.transpose(2, 1, 0)[None], dtype=np.float32)
+        nnunet_spacing = [float(s) for s in reversed(spacing)]
+
+        results = []
+        preprocessed = {}
+        with self._threads(), _nnunet_output_to_log():
+            for one in self.passes:
+                predictor = one.predictor
+                # folds of a member share plans: preprocess once per member
+                if one.member.name not in preprocessed:
+                    adapter = PreprocessAdapterFromNpy(
+                        [data.copy()], None, [{"spacing": list(nnunet_spacing)}], None,
+                        predictor.plans_manager, predictor.dataset_json,
+                        predictor.configuration_manager, num_threads_in_multithreaded=1,
+                    )
+                    preprocessed = {one.member.name: next(adapter)}
+                case = preprocessed[one.member.name]
+                logits = predictor.predict_logits_from_preprocessed_data(case["data"]).cpu()
+                _, probabilities = convert_predicted_logits_to_segmentation_with_correct_shape(
+                    logits, predictor.plans_manager, predictor.configuration_manager,
+                    predictor.label_manager, case["data_properties"], return_probabilities=True,
+                )
+                foreground = np.asarray(probabilities[1:], dtype=np.float64).sum(axis=0)
+                results.append(foreground.transpose(2, 1, 0).astype(np.float32))
+                LOGGER.debug("Predicted %s.", one.label)
+        return results
+
+    def predict_probability(self, image: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+        """Ensemble lesion probability: the weighted mean of :meth:`member_probabilities`.
+
+        Parameters
+        ----------
+        image : numpy.ndarray
+            3-D image ``(i, j, k)`` in nibabel's voxel order, on the template grid.
+        spacing : sequence of float
+            Voxel sizes in mm, nibabel's zooms order.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``float32`` probability in [0, 1], shape ``image.shape``.
+        """
+        probabilities = self.member_probabilities(image, spacing)
+        return average_probabilities(probabilities, [p.weight for p in self.passes])
+
+    def postprocess(self, probability: np.ndarray) -> np.ndarray:
+        """The manifest's threshold and small-component rule; ``uint8`` mask."""
+        return postprocess_probability(probability, self.bundle.threshold,
+                                       self.bundle.min_component_voxels,
+                                       self.bundle.connectivity)
+
+    def predict_file(self, in_file: str | os.PathLike, out_probseg: str | os.PathLike,
+                     out_mask: str | os.PathLike | None = None) -> tuple[Path, Path | None]:
+        """Segment a NIfTI image on the template grid; write probability and mask.
+
+        Parameters
+        ----------
+        in_file : path
+            3-D T1w NIfTI (a 4-D image with one volume is accepted) on the bundle's grid.
+        out_probseg : path
+            Output ``float32`` lesion probability, input affine.
+        out_mask : path, optional
+            Output ``uint8`` lesion mask (threshold + small-component rule), input affine.
+
+        Returns
+        -------
+        tuple
+            ``(out_probseg, out_mask)`` as paths (``out_mask`` ``None`` when not asked for).
+        """
+        import nibabel as nib
+
+        img = nib.load(str(in_file))
+        data = np.asanyarray(img.dataobj)
+        if data.ndim == 4 and data.shape[3] == 1:
+            data = data[..., 0]
+        if data.ndim != 3:
+            raise ValueError(f"{in_file}: expected a 3-D image, got shape {data.shape}")
+        zooms = [float(z) for z in img.header.get_zooms()[:3]]
+        if not np.allclose(zooms, self.bundle.resolution_mm, atol=1e-3):
+            LOGGER.warning("%s: voxel size %s mm differs from the bundle's %s mm; nnU-Net "
+                           "resamples to its plan.", in_file, zooms, self.bundle.resolution_mm)
+        probability = self.predict_probability(data.astype(np.float32), zooms)
+        _write_like(img, probability.astype(np.float32), Path(out_probseg), np.float32)
+        if out_mask is None:
+            return Path(out_probseg), None
+        _write_like(img, self.postprocess(probability), Path(out_mask), np.uint8)
+        return Path(out_probseg), Path(out_mask)
+
+
+def _write_like(reference, data: np.ndarray, path: Path, dtype) -> None:
+    """Write ``data`` with ``reference``'s affine and header, through a temporary name."""
+    import nibabel as nib
+
+    header = reference.header.copy()
+    header.set_data_dtype(dtype)
+    out = nib.Nifti1Image(np.asarray(data, dtype=dtype), reference.affine, header)
+    out.header.set_slope_inter(1.0, 0.0)
+    out.set_qform(reference.affine, code=int(reference.header["qform_code"]) or 1)
+    out.set_sform(reference.affine, code=int(reference.header["sform_code"]) or 1)
+    suffix = "".join(path.suffixes) or ".nii.gz"
+    tmp = path.with_name(f".{path.name.split('.')[0]}.tmp{suffix}")
+    out.to_filename(str(tmp))
+    os.replace(tmp, path)
