@@ -75,6 +75,10 @@ class NipypeSettings:
         args = dict(self.plugin_args)
         if self.plugin == "MultiProc":
             args.setdefault("n_procs", self.nprocs)
+            # Workers start from a clean server process, not forked from this one: a fork
+            # inherits torch/OpenMP/CUDA state (this process may have touched torch, e.g. to
+            # check --device) and then hangs; seen as a deadlocked MultiProc pool.
+            args.setdefault("mp_context", "forkserver")
             if self.mem_gb:
                 args.setdefault("memory_gb", self.mem_gb)
             args.setdefault("raise_insufficient", False)

@@ -23,7 +23,8 @@ def test_plugin_settings_and_threads():
     settings = NipypeSettings(nprocs=6, mem_gb=12.0)
     assert settings.plugin_settings() == {
         "plugin": "MultiProc",
-        "plugin_args": {"n_procs": 6, "memory_gb": 12.0, "raise_insufficient": False}}
+        "plugin_args": {"n_procs": 6, "memory_gb": 12.0, "raise_insufficient": False,
+                        "mp_context": "forkserver"}}
     assert NipypeSettings(plugin="SLURM", nprocs=6).plugin_settings() == {
         "plugin": "SLURM", "plugin_args": {}}
     config = Config(ExecutionSettings(bids_dir=Path("/b"), output_dir=Path("/o")),
