@@ -240,6 +240,23 @@ def atomic_path(final_path: Path | str) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def replace_directory(staged: Path, final: Path) -> Path:
+    """Move a fully written ``staged`` folder to ``final``, replacing an older ``final``.
+
+    The old folder is first renamed aside and deleted only once the new one is in place, so
+    ``final`` is never missing nor half-written.
+    """
+    staged, final = Path(staged), Path(final)
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{os.getpid()}"
+        final.rename(old)
+        staged.rename(final)
+        shutil.rmtree(old)
+    else:
+        staged.rename(final)
+    return final
+
+
 def write_json(path: Path | str, data: Mapping[str, Any]) -> Path:
     """Write ``data`` as indented JSON, atomically; returns the final path."""
     with atomic_path(path) as tmp:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from stroke_lesion_app import __version__
+from stroke_lesion_app.core.bids import replace_directory
 from stroke_lesion_app.synthetic.head import (
     ORIENTATIONS,
     VOXEL_SIZES,
@@ -351,13 +352,7 @@ def synthesize_dataset(
                   "max_lesions": max_lesions}
     try:
         summary = _write_dataset(partial, parameters, tuple(orientations), load_template())
-        if out_dir.exists():
-            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-            out_dir.rename(old)
-            partial.rename(out_dir)
-            shutil.rmtree(old)
-        else:
-            partial.rename(out_dir)
+        replace_directory(partial, out_dir)
     finally:
         if partial.exists():
             shutil.rmtree(partial)

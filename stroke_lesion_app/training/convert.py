@@ -44,6 +44,7 @@ import numpy as np
 from scipy import ndimage
 
 from stroke_lesion_app import __version__
+from stroke_lesion_app.core.bids import replace_directory
 from stroke_lesion_app.core.templates import TEMPLATE as TEMPLATE_SPACE
 from stroke_lesion_app.core.templates import TEMPLATE_AFFINE, TEMPLATE_SHAPE
 
@@ -420,13 +421,7 @@ def _convert(cases: Sequence[_Case], out_raw_dir: Path | str, *, dataset_id: int
         }
         _write_bytes(partial / "dataset.json",
                      (json.dumps(description, indent=4) + "\n").encode())
-        if target.exists():
-            old = out_raw_dir / f".{folder}.old-{os.getpid()}"
-            target.rename(old)
-            partial.rename(target)
-            shutil.rmtree(old)
-        else:
-            partial.rename(target)
+        replace_directory(partial, target)
     finally:
         if partial.exists():
             shutil.rmtree(partial)
