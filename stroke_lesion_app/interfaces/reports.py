@@ -17,7 +17,7 @@ from nipype.interfaces.base import (
 )
 
 from stroke_lesion_app.core import bids as bids_core
-from stroke_lesion_app.core import reports, templates
+from stroke_lesion_app.core import reports
 
 
 class _ImageReportInputSpec(BaseInterfaceInputSpec):
@@ -26,6 +26,8 @@ class _ImageReportInputSpec(BaseInterfaceInputSpec):
     t1w_preproc = File(exists=True, mandatory=True, desc="native T1w")
     t1w_mask = File(exists=True, mandatory=True, desc="native brain mask")
     std_t1w = File(exists=True, mandatory=True, desc="T1w on the template grid")
+    template_mask = File(exists=True, mandatory=True,
+                         desc="template brain mask (outline of the registration check)")
     t1w_description = traits.Dict(desc="raw image shape, voxel size, orientation, dtype")
     skull_strip_method = traits.Str(desc="skull-stripping backend used")
     registration = traits.Str(desc="affine or syn")
@@ -56,9 +58,8 @@ class ImageReport(SimpleInterface):
             t1w, [(nib.load(self.inputs.t1w_mask), "#ff3030")],
             figures / bids_core.figure_name(entities, "brainmask"),
             title="Brain mask (red) over the bias-corrected T1w")
-        template_mask = templates.template_brain(templates.get_template())[1]
         registration_png = reports.mosaic(
-            nib.load(self.inputs.std_t1w), [(template_mask, "#30c0ff")],
+            nib.load(self.inputs.std_t1w), [(nib.load(self.inputs.template_mask), "#30c0ff")],
             figures / bids_core.figure_name(entities, "registration"),
             title="T1w in MNI152NLin2009aSym with the template brain outline (blue)")
         out_figures = [str(brain_png), str(registration_png)]

@@ -197,7 +197,8 @@ def init_single_subject_wf(
                                       ("outputnode.skull_strip_method", "skull_strip_method")]),
         (register_template_wf, image_report, [("outputnode.std_t1w", "std_t1w"),
                                               ("outputnode.template_source",
-                                               "template_source")]),
+                                               "template_source"),
+                                              ("outputnode.template_mask", "template_mask")]),
     ])
     if t1w_input.lesion_masks:
         lesion_uri = t1w_input.uri.rsplit("/", 1)[0] + "/" + t1w_input.lesion_masks[0].name
@@ -215,7 +216,8 @@ def init_single_subject_wf(
             (inputnode, lesion_load_wf, [("lesion_mask", "inputnode.lesion_mask")]),
             (register_template_wf, lesion_load_wf, [
                 ("outputnode.anat2std_xfm", "inputnode.anat2std_xfm"),
-                ("outputnode.std2anat_xfm", "inputnode.std2anat_xfm")]),
+                ("outputnode.std2anat_xfm", "inputnode.std2anat_xfm"),
+                ("outputnode.template", "inputnode.template")]),
             (lesion_load_wf, ds_lesion_load_wf, [
                 ("outputnode.std_lesion_mask", "inputnode.std_lesion_mask"),
                 ("outputnode.lesion_load", "inputnode.lesion_load"),

@@ -6,7 +6,7 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from stroke_lesion_app.interfaces.measures import LesionLoad
-from stroke_lesion_app.interfaces.registration import ApplyTransform, TemplateBrain
+from stroke_lesion_app.interfaces.registration import ApplyTransform
 
 
 def init_lesion_load_wf(
@@ -41,6 +41,8 @@ def init_lesion_load_wf(
         T1w → template transform (projects the mask onto the template grid).
     std2anat_xfm
         Template → T1w transform (maps native points to template mm for hemispheres).
+    template
+        Template image on the 1 mm MNI152NLin2009aSym grid (the grid of ``std_lesion_mask``).
 
     Outputs
     -------
@@ -61,11 +63,10 @@ def init_lesion_load_wf(
         "template" + (", and with user-supplied atlases" if atlases else "") + ")."
     )
     inputnode = pe.Node(niu.IdentityInterface(
-        fields=["lesion_mask", "anat2std_xfm", "std2anat_xfm"]), name="inputnode")
+        fields=["lesion_mask", "anat2std_xfm", "std2anat_xfm", "template"]), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(
         fields=["std_lesion_mask", "lesion_load", "lesion_components", "lesion_load_columns"]),
         name="outputnode")
-    template_brain = pe.Node(TemplateBrain(), name="template_brain")
     project_to_template = pe.Node(
         ApplyTransform(interpolation="genericLabel", num_threads=omp_nthreads),
         name="project_to_template", n_procs=omp_nthreads)
@@ -73,8 +74,8 @@ def init_lesion_load_wf(
                           name="lesion_load")
     lesion_load_wf.connect([
         (inputnode, project_to_template, [("lesion_mask", "in_file"),
-                                          ("anat2std_xfm", "transform")]),
-        (template_brain, project_to_template, [("brain", "reference")]),
+                                          ("anat2std_xfm", "transform"),
+                                          ("template", "reference")]),
         (inputnode, lesion_load, [("lesion_mask", "lesion_mask"),
                                   ("std2anat_xfm", "std2anat_xfm")]),
         (project_to_template, lesion_load, [("out_file", "std_lesion_mask")]),

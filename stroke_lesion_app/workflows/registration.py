@@ -56,6 +56,10 @@ def init_register_template_wf(
         ``t1w_preproc`` resampled (linear) onto the 197×233×189 template grid.
     template_source
         Where the template came from (``templateflow`` or ``nilearn``).
+    template
+        The template brain (1 mm grid) used as the fixed image, for later resampling.
+    template_mask
+        The template brain mask, for the report's registration check.
     """
     register_template_wf = pe.Workflow(name=name)
     register_template_wf.__desc__ = (
@@ -69,7 +73,8 @@ def init_register_template_wf(
     inputnode = pe.Node(niu.IdentityInterface(
         fields=["t1w_preproc", "t1w_brain", "t1w_mask", "lesion_mask"]), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(
-        fields=["anat2std_xfm", "std2anat_xfm", "std_t1w", "template_source"]),
+        fields=["anat2std_xfm", "std2anat_xfm", "std_t1w", "template_source", "template",
+                "template_mask"]),
         name="outputnode")
     template_brain = pe.Node(TemplateBrain(), name="template_brain")
     register = pe.Node(Register(mode=registration, num_threads=omp_nthreads), name="register",
@@ -80,7 +85,8 @@ def init_register_template_wf(
         (template_brain, register, [("brain", "reference"), ("brain_mask", "reference_mask")]),
         (register, outputnode, [("anat2std_xfm", "anat2std_xfm"),
                                 ("std2anat_xfm", "std2anat_xfm"), ("out_file", "std_t1w")]),
-        (template_brain, outputnode, [("source", "template_source")]),
+        (template_brain, outputnode, [("source", "template_source"), ("brain", "template"),
+                                      ("brain_mask", "template_mask")]),
     ])
     if use_lesion_mask:
         register_template_wf.connect(inputnode, "lesion_mask", register, "lesion_mask")

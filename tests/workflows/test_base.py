@@ -34,7 +34,7 @@ PER_IMAGE_NODES = [
     "ds_registration_wf.ds_std_t1w", "image_report",
 ]
 LESION_NODES = [
-    "lesion_load_wf.template_brain", "lesion_load_wf.project_to_template",
+    "lesion_load_wf.project_to_template",
     "lesion_load_wf.lesion_load", "ds_lesion_load_wf.columns_meta",
     "ds_lesion_load_wf.ds_lesion_load", "ds_lesion_load_wf.ds_lesion_components",
     "ds_lesion_load_wf.ds_std_lesion_mask",
@@ -88,7 +88,8 @@ def test_subworkflow_fields():
         "t1w"}
     register = init_register_template_wf()
     assert set(register.get_node("outputnode").inputs.copyable_trait_names()) == {
-        "anat2std_xfm", "std2anat_xfm", "std_t1w", "template_source"}
+        "anat2std_xfm", "std2anat_xfm", "std_t1w", "template_source", "template",
+        "template_mask"}
     projection = init_lesion_to_native_wf(omp_nthreads=2)
     assert projection.get_node("project_probseg").inputs.interpolation == "linear"
     assert projection.get_node("project_mask").inputs.interpolation == "genericLabel"
