@@ -1,24 +1,91 @@
-# stroke-lesion-app container (minimal; the GPU image with baked-in templates and the demo
-# bundle is completed by the containers issue #9).
-FROM python:3.11-slim AS runtime
+# syntax=docker/dockerfile:1
+# stroke-lesion-app: BIDS App image (GPU-capable; runs on CPU too). Nothing is downloaded at
+# run time: the MNI152NLin2009aSym TemplateFlow files and the package's model bundles (with
+# the demo bundle, stroke_lesion_app/data/models/demo) are baked in at build time.
+#
+#   docker build -t stroke-lesion-app:0.1.0 --build-arg VERSION=0.1.0 .
+#   docker run --rm --gpus all -v /data:/data:ro -v /out:/out stroke-lesion-app:0.1.0 \
+#       /data/bids /out participant
+#
+# PyTorch: `pip install .` honours the one torch/torchvision pin, in setup.cfg (PyPI's
+# CUDA-enabled wheels, about 5.5 GB installed with their nvidia-* libraries; they need only the
+# host's NVIDIA driver, no CUDA base image). CPU-only image (several GB smaller), for users who
+# can reach PyTorch's own wheel index (this project's machines cannot):
+#   docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu ...
+# installs the same pinned versions (read from setup.cfg) from that index first.
+#
+# Stages: build (virtual environment) -> templates (TemplateFlow prefetch) -> runtime.
+# Check this file and Singularity.def with: bash scripts/check_containers.sh
 
-ENV PYTHONDONTWRITEBYTECODE=1 \
-    PIP_NO_CACHE_DIR=1 \
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# ---------------------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS build
+# Empty: PyPI's (CUDA-enabled) torch. https://download.pytorch.org/whl/cpu: CPU-only torch.
+ARG TORCH_INDEX_URL=""
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+COPY pyproject.toml setup.cfg README.md ./
+COPY stroke_lesion_app ./stroke_lesion_app
+# The torch/torchvision pin lives only in setup.cfg; the CPU path reads it from there (the
+# unquoted $(...) is meant to split into the two requirements).
+# hadolint ignore=SC2046
+RUN if [ -n "$TORCH_INDEX_URL" ]; then \
+        pip install --index-url "$TORCH_INDEX_URL" $(python -c "import configparser; c = configparser.ConfigParser(); c.read('setup.cfg'); print(' '.join(r for r in c['options']['install_requires'].split() if r.startswith(('torch==', 'torchvision=='))))"); \
+    fi \
+    && pip install . \
+    && python -c "import stroke_lesion_app, torch, torchvision, nnunetv2, ants; print(stroke_lesion_app.__version__, torch.__version__, torchvision.__version__)"
+
+# ---------------------------------------------------------------------------------------------
+FROM build AS templates
+ENV TEMPLATEFLOW_HOME=/opt/templateflow
+COPY scripts/fetch_templates.py /src/scripts/fetch_templates.py
+# Fails the build when a file the app reads cannot be fetched (the image must run offline).
+RUN python /src/scripts/fetch_templates.py
+
+# ---------------------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS runtime
+ARG VERSION=unknown
+ARG VCS_REF=unknown
+ARG BUILD_DATE=unknown
+
+# Non-root user; `chmod go=u` lets any uid (docker -u, Apptainer) use its home.
+RUN useradd --create-home --uid 1000 --shell /bin/bash stroke \
+    && chmod go=u /home/stroke
+COPY --from=build /opt/venv /opt/venv
+COPY --from=templates /opt/templateflow /opt/templateflow
+
+ENV PATH=/opt/venv/bin:$PATH \
+    TEMPLATEFLOW_HOME=/opt/templateflow \
+    TEMPLATEFLOW_AUTOUPDATE=0 \
+    STROKE_LESION_APP_MODELS=/models \
+    STROKE_LESION_APP_CONTAINER=docker \
+    STROKE_LESION_APP_IMAGE=stroke-lesion-app:${VERSION} \
     OMP_NUM_THREADS=1 \
+    MKL_NUM_THREADS=1 \
+    OPENBLAS_NUM_THREADS=1 \
     NIPYPE_NO_ET=1 \
-    nnUNet_compile=f \
-    STROKE_LESION_APP_CONTAINER=docker
+    PYTHONNOUSERSITE=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/home/stroke
 
-COPY . /src/stroke-lesion-app
-RUN pip install /src/stroke-lesion-app \
-    && useradd --create-home --uid 1000 stroke \
-    && chmod -R go=u /home/stroke
-
-USER stroke
+# The user `stroke` made above, by number (a numeric USER is what runAsNonRoot-style checks see).
+USER 1000:1000
 WORKDIR /home/stroke
 ENTRYPOINT ["stroke-lesion-app"]
+CMD ["--help"]
 
 LABEL org.opencontainers.image.title="stroke-lesion-app" \
       org.opencontainers.image.description="BIDS App: stroke lesion segmentation and lesion load on T1w MRI" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${VCS_REF}" \
+      org.opencontainers.image.created="${BUILD_DATE}" \
       org.opencontainers.image.source="https://github.com/stroke-lesion-app/stroke-lesion-app" \
-      org.opencontainers.image.licenses="Apache-2.0"
+      org.opencontainers.image.url="https://github.com/stroke-lesion-app/stroke-lesion-app" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.vendor="stroke-lesion-app developers"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,24 @@ TEMPLATE = "MNI152NLin2009aSym"
 TEMPLATE_SHAPE = (197, 233, 189)
 #: Affine of that grid (RAS+, origin at the anterior commissure).
 TEMPLATE_AFFINE = np.array([[1.0, 0, 0, -98], [0, 1, 0, -134], [0, 0, 1, -72], [0, 0, 0, 1]])
+
+#: TemplateFlow files the app reads from ``$TEMPLATEFLOW_HOME/tpl-MNI152NLin2009aSym/``, as the
+#: part of ``tpl-MNI152NLin2009aSym_res-1_<part>.nii.gz`` after the resolution (the container
+#: prefetches exactly these with ``scripts/fetch_templates.py``). Required files first.
+TEMPLATEFLOW_REQUIRED = ("T1w", "desc-brain_mask")
+TEMPLATEFLOW_OPTIONAL = ("label-GM_probseg", "label-WM_probseg", "label-CSF_probseg")
+#: Label atlases picked up automatically (see :func:`templateflow_atlases`).
+TEMPLATEFLOW_ATLAS_GLOB = f"tpl-{TEMPLATE}_res-1_atlas-*_dseg.nii.gz"
+
+
+def templateflow_filename(part: str) -> str:
+    """File name of a 1 mm TemplateFlow image of the template, e.g. ``"desc-brain_mask"``.
+
+    >>> templateflow_filename("T1w")
+    'tpl-MNI152NLin2009aSym_res-1_T1w.nii.gz'
+    """
+    return f"tpl-{TEMPLATE}_res-1_{part}.nii.gz"
+
 
 _NILEARN_NAMES = {
     "T1w": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
@@ -65,11 +84,10 @@ def _templateflow_files() -> TemplateFiles | None:
     if not home:
         return None
     folder = Path(home) / f"tpl-{TEMPLATE}"
-    prefix = f"tpl-{TEMPLATE}_res-1"
-    paths = {name: folder / f"{prefix}_{name}.nii.gz"
-             for name in ("T1w", "desc-brain_mask", "label-GM_probseg", "label-WM_probseg")}
+    paths = {name: folder / templateflow_filename(name)
+             for name in TEMPLATEFLOW_REQUIRED + TEMPLATEFLOW_OPTIONAL}
     if not all(paths[name].is_file() and paths[name].stat().st_size > 0
-               for name in ("T1w", "desc-brain_mask")):
+               for name in TEMPLATEFLOW_REQUIRED):
         return None
 
     def optional(name):
@@ -157,7 +175,7 @@ def tissue_maps(files: TemplateFiles) -> dict[str, np.ndarray]:
     """
     maps = {tissue: np.asanyarray(tissue_probability(files, tissue).dataobj)
             for tissue in ("GM", "WM")}
-    csf_path = (files.t1w.parent / f"tpl-{TEMPLATE}_res-1_label-CSF_probseg.nii.gz"
+    csf_path = (files.t1w.parent / templateflow_filename("label-CSF_probseg")
                 if files.source == "templateflow" else None)
     if csf_path is not None and csf_path.is_file() and csf_path.stat().st_size > 0:
         maps["CSF"] = np.asanyarray(nib.load(str(csf_path)).dataobj, dtype=np.float32)
@@ -181,7 +199,7 @@ def templateflow_atlases() -> list[str]:
         return []
     folder = Path(home) / f"tpl-{TEMPLATE}"
     found = []
-    for image in sorted(folder.glob(f"tpl-{TEMPLATE}_res-1_atlas-*_dseg.nii.gz")):
+    for image in sorted(folder.glob(TEMPLATEFLOW_ATLAS_GLOB)):
         if image.stat().st_size == 0:
             continue
         stem = image.name[: -len("_dseg.nii.gz")]
@@ -190,3 +208,36 @@ def templateflow_atlases() -> list[str]:
         table = folder / (image.name.replace("_res-1", "").replace(".nii.gz", ".tsv"))
         found.append(f"{name}={image}" + (f":{table}" if table.is_file() else ""))
     return found
+
+
+def template_grid(resolution_mm: float = 1.0) -> tuple[tuple[int, int, int], np.ndarray]:
+    """The MNI152NLin2009aSym grid at ``resolution_mm``, covering the 1 mm grid's box.
+
+    The grid keeps the 1 mm grid's origin, (-98, -134, -72) mm, and enough voxels of
+    ``resolution_mm`` to reach (or pass) its last voxel centre (98, 98, 116) mm.
+
+    Parameters
+    ----------
+    resolution_mm : float
+        Isotropic voxel size in mm, in [0.5, 8].
+
+    Returns
+    -------
+    shape : tuple of int
+        Grid shape, e.g. (197, 233, 189) at 1 mm and (99, 117, 95) at 2 mm.
+    affine : numpy.ndarray
+        4×4 voxel-to-world affine (RAS+, mm).
+
+    Examples
+    --------
+    >>> shape, affine = template_grid(2)
+    >>> shape, affine[:3, 3].tolist()
+    ((99, 117, 95), [-98.0, -134.0, -72.0])
+    """
+    if not 0.5 <= float(resolution_mm) <= 8.0:
+        raise ValueError(f"template resolution must lie in [0.5, 8] mm, got {resolution_mm!r}")
+    resolution_mm = float(resolution_mm)
+    shape = tuple(int(math.ceil((n - 1) / resolution_mm - 1e-6)) + 1 for n in TEMPLATE_SHAPE)
+    affine = TEMPLATE_AFFINE.copy()
+    affine[:3, :3] = np.eye(3) * resolution_mm
+    return shape, affine
