@@ -1,5 +1,6 @@
 # Two commands do all set-up on a fresh machine (Python 3.11, no GPU):
-#   make demo   - create/reuse .venv, generate a synthetic BIDS dataset, run the app on it
+#   make demo   - create/reuse .venv, generate a synthetic BIDS dataset, segment it with the
+#                 demo bundle (participant level), then the group level; prints the reports
 #   make test   - create/reuse .venv, run the test suite
 PYTHON ?= python3.11
 VENV   ?= .venv
@@ -21,6 +22,8 @@ demo: venv
 	$(BIN)/stroke-lesion-model synthesize $(DEMO)/bids --subjects 2 --seed 0 --resolution 2 --overwrite
 	$(BIN)/stroke-lesion-app $(DEMO)/bids $(DEMO)/out participant -w $(DEMO)/work --nprocs 2
 	$(BIN)/stroke-lesion-app $(DEMO)/bids $(DEMO)/out group
+	@echo "Reports: $(DEMO)/out/sub-01.html, $(DEMO)/out/sub-02.html and $(DEMO)/out/group/group.html (open in a browser)"
+	@echo "Demo bundle: synthetic-data demo, not for research or clinical use."
 
 test: venv
 	PYTHONHASHSEED=0 $(BIN)/python -m pytest -n 2 tests

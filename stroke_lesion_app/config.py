@@ -94,6 +94,12 @@ class WorkflowSettings:
     skull_strip: str = "auto"
     registration: str = "affine"
     atlases: list[str] = field(default_factory=list)
+    #: ``model``: segment with the bundle; ``manual``: measure the dataset's own lesion masks.
+    lesion_source: str = "model"
+    tta: bool = True
+    step_size: float = 0.5
+    #: ``--fast``: no TTA, step 1.0, one fold per member.
+    fast: bool = False
 
     def resolved_device(self) -> str:
         """``cuda`` when asked for, or when ``auto`` and torch sees a GPU; else ``cpu``."""

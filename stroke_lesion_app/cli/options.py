@@ -108,6 +108,20 @@ model = click.option("--model", default="demo", show_default=True, metavar="NAME
 device = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
                       show_default=True,
                       help="Where the network runs; auto takes CUDA when available.")
+lesion_source = click.option(
+    "--lesion-source", type=click.Choice(["model", "manual"]), default="model",
+    show_default=True,
+    help="model: segment lesions with --model; manual: skip segmentation and measure the "
+         "dataset's own lesion masks (sub-*_label-lesion_roi.nii.gz beside the T1w).")
+tta = click.option("--tta/--no-tta", default=True, show_default=True,
+                   help="Mirroring test-time augmentation (8 passes per network in 3-D).")
+step_size = click.option("--step-size", type=click.FloatRange(0.1, 1.0), default=0.5,
+                         show_default=True,
+                         help="Sliding-window step as a fraction of the patch (larger: faster, "
+                              "slightly less accurate at window borders).")
+fast = click.option("--fast", is_flag=True,
+                    help="Fast, less accurate segmentation: no TTA, step 1.0 and only the first "
+                         "fold of each ensemble member (about 10-30x fewer network passes).")
 skull_strip = click.option(
     "--skull-strip", type=click.Choice(["auto", "deepbet", "ants", "none"]), default="auto",
     show_default=True,

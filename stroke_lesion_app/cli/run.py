@@ -60,7 +60,11 @@ class ParticipantResult:
 @options.plugin
 @options.plugin_settings
 @options.model
+@options.lesion_source
 @options.device
+@options.tta
+@options.step_size
+@options.fast
 @options.skull_strip
 @options.registration
 @options.atlas
@@ -69,8 +73,8 @@ class ParticipantResult:
 @click.version_option(__version__, "--version", prog_name="stroke-lesion-app")
 def cli(bids_dir, output_dir, analysis_level, participant_labels, session_labels,
         bids_filter_file, skip_bids_validation, work_dir, nprocs, omp_nthreads, mem_gb, plugin,
-        plugin_settings, model, device, skull_strip, registration, atlases,
-        stop_on_first_crash, verbose):
+        plugin_settings, model, lesion_source, device, tta, step_size, fast, skull_strip,
+        registration, atlases, stop_on_first_crash, verbose):
     """Find and measure stroke lesions on T1-weighted MRI in a BIDS dataset.
 
     BIDS_DIR is the input dataset (never written to), OUTPUT_DIR the derivatives folder
@@ -100,6 +104,14 @@ def cli(bids_dir, output_dir, analysis_level, participant_labels, session_labels
     if omp_nthreads:
         nipype_settings.omp_nthreads = omp_nthreads
     nipype_settings.mem_gb = mem_gb
+    if nipype_settings.plugin.startswith("SLURM"):
+        import getpass
+
+        # Nipype's SLURM plugins read $LOGNAME, which containers and CI often leave unset
+        try:
+            os.environ.setdefault("LOGNAME", getpass.getuser())
+        except (KeyError, OSError):  # a uid without a passwd entry (some containers)
+            os.environ.setdefault("LOGNAME", "stroke-lesion-app")
     config = Config(
         execution=ExecutionSettings(
             bids_dir=bids_dir.absolute(), output_dir=output_dir.absolute(),
@@ -110,7 +122,9 @@ def cli(bids_dir, output_dir, analysis_level, participant_labels, session_labels
         ),
         nipype=nipype_settings,
         workflow=WorkflowSettings(model=model, device=device, skull_strip=skull_strip,
-                                  registration=registration, atlases=list(atlases)),
+                                  registration=registration, atlases=list(atlases),
+                                  lesion_source=lesion_source, tta=tta, step_size=step_size,
+                                  fast=fast),
     )
     from stroke_lesion_app.core.bids import BIDSInputError, load_filters
     from stroke_lesion_app.core.images import ImageError
@@ -162,16 +176,24 @@ def check_device(device: str) -> None:
                          "with --gpus all / apptainer --nv.")
 
 
-def check_model(model: str) -> None:
-    """Refuse a ``--model`` that is neither a known bundle name nor an existing path."""
-    if model == "demo" or Path(model).exists():
+def check_model(config: Config) -> None:
+    """Find and verify the ``--model`` bundle before any subject runs; store its path.
+
+    The manifest, member folders, folds and checkpoint checksums are checked
+    (:func:`~stroke_lesion_app.core.bundle.validate_bundle`); any problem is a one-line
+    :class:`~stroke_lesion_app.core.bundle.BundleError`. ``config.workflow.model`` becomes the
+    bundle's absolute folder, so the settings dump records exactly which bundle ran.
+    """
+    if config.workflow.lesion_source != "model":
         return
-    models_dir = os.environ.get("STROKE_LESION_APP_MODELS")
-    if models_dir and (Path(models_dir) / model).exists():
-        return
-    raise ValueError(f"--model {model}: no such bundle folder, and no bundle of that name in "
-                     f"$STROKE_LESION_APP_MODELS ({models_dir or 'unset'}); give a bundle path "
-                     "or use the default 'demo'.")
+    from stroke_lesion_app.core.bundle import load_bundle, validate_bundle
+
+    bundle = load_bundle(config.workflow.model)
+    validate_bundle(bundle)
+    LOGGER.info("Model bundle %s %s (%s)%s.", bundle.name, bundle.version, bundle.root,
+                ": a synthetic-data demo, not for research or clinical use" if bundle.demo
+                else "")
+    config.workflow.model = str(bundle.root)
 
 
 def run_participant(config: Config) -> ParticipantResult:
@@ -189,7 +211,7 @@ def run_participant(config: Config) -> ParticipantResult:
     from stroke_lesion_app.core.brainmask import resolve_method
 
     check_device(config.workflow.device)
-    check_model(config.workflow.model)
+    check_model(config)
     resolve_method(config.workflow.skull_strip)
     bids_dir = bids_core.check_bids_dir(execution.bids_dir,
                                         validate=not execution.skip_bids_validation)
@@ -233,8 +255,6 @@ def _run_workflow(config: Config, runnable) -> tuple[list[str], dict[str, str]]:
 
     from stroke_lesion_app.core.reports import assemble_subject_report
     from stroke_lesion_app.workflows.base import (
-        IMPLEMENTED_STAGES,
-        PENDING_STAGES,
         expected_outputs,
         init_stroke_lesion_wf,
         subject_log_dir,
@@ -265,7 +285,8 @@ def _run_workflow(config: Config, runnable) -> tuple[list[str], dict[str, str]]:
     for t1w_input in runnable:
         own_crashes = sorted((subject_log_dir(config, t1w_input) / t1w_input.name).glob("crash-*"))
         missing = [path for path in expected_outputs(execution.output_dir, t1w_input,
-                                                     config.workflow.registration)
+                                                     config.workflow.registration,
+                                                     config.workflow.lesion_source)
                    if not path.exists()]
         if own_crashes or missing:
             failed[t1w_input.name] = (
@@ -277,23 +298,27 @@ def _run_workflow(config: Config, runnable) -> tuple[list[str], dict[str, str]]:
         report = assemble_subject_report(execution.output_dir, subject, _report_header(config))
         if report:
             LOGGER.info("Report: %s", report)
-    LOGGER.warning(
-        "This release runs the pipeline up to %s; %s are not available yet: lesion load is "
-        "measured only where the dataset has a manual lesion mask (_label-lesion_roi).",
-        ", ".join(IMPLEMENTED_STAGES), ", ".join(PENDING_STAGES))
     LOGGER.info("Outputs: %s", execution.output_dir)
     return succeeded, failed
 
 
 def _report_header(config: Config) -> str:
-    """Top of every subject page: version, run id, and the no-model warning."""
+    """Top of every subject page: version, run id, the lesion source and any demo warning."""
     import html
 
-    return (f"<p>stroke-lesion-app {html.escape(config.execution.version)}, run "
-            f"{html.escape(config.execution.run_uuid)}.</p>"
-            "<p class='warning'>This release has no lesion segmentation model: lesion "
-            "measures come only from manual masks in the input dataset. Not for clinical "
-            "use.</p>")
+    header = (f"<p>stroke-lesion-app {html.escape(config.execution.version)}, run "
+              f"{html.escape(config.execution.run_uuid)}.</p>")
+    if config.workflow.lesion_source == "manual":
+        return header + ("<p>Segmentation was turned off (<code>--lesion-source manual</code>): "
+                         "lesion measures come from the manual masks of the input dataset.</p>")
+    from stroke_lesion_app.core.bundle import DEMO_WARNING, load_bundle
+
+    bundle = load_bundle(config.workflow.model)
+    header += (f"<p>Lesions segmented by model bundle <b>{html.escape(bundle.name)} "
+               f"{html.escape(bundle.version)}</b>: {html.escape(bundle.description)}</p>")
+    if bundle.demo:
+        header += f"<p class='warning'>{html.escape(DEMO_WARNING)}</p>"
+    return header
 
 
 def run_group(config: Config) -> None:

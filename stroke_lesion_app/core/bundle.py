@@ -51,6 +51,7 @@ __all__ = [
     "BUNDLE_FILENAME",
     "BundleError",
     "BundleMember",
+    "DEMO_WARNING",
     "MODELS_ENV_VAR",
     "ModelBundle",
     "bundle_search_path",
@@ -71,6 +72,10 @@ MODELS_ENV_VAR = "STROKE_LESION_APP_MODELS"
 PACKAGE_MODELS_DIR = Path(__file__).resolve().parents[1] / "data" / "models"
 
 DEFAULT_SPACE = "MNI152NLin2009aSym"
+#: Shown in every report (and logged) when a bundle's manifest says ``"demo": true``.
+DEMO_WARNING = ("Model bundle marked as demo: a synthetic-data demo, not for research or "
+                "clinical use. Its lesion masks show that the pipeline runs; they are not "
+                "measurements.")
 CONNECTIVITIES = (6, 18, 26)
 
 _REQUIRED_KEYS = ("name", "version", "space", "resolution_mm", "modality", "threshold",

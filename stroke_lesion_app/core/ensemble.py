@@ -21,6 +21,7 @@ and back on the way out. torch and nnU-Net are imported lazily.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import logging
@@ -151,6 +152,8 @@ class EnsemblePredictor:
         Sliding-window step as a fraction of the patch size, in (0, 1].
     num_threads : int, optional
         torch CPU threads during prediction (restored afterwards); torch's setting by default.
+    folds_per_member : int, optional
+        Use only the first N folds of every member (``--fast``); all by default.
     verify : bool
         Run :func:`validate_bundle` (space, files, checksums) before loading.
     expected_space : str
@@ -166,13 +169,15 @@ class EnsemblePredictor:
 
     def __init__(self, bundle: ModelBundle | str | os.PathLike, device="cpu", tta: bool = True,
                  step_size: float = 0.5, num_threads: int | None = None, *,
-                 verify: bool = True, expected_space: str = "MNI152NLin2009aSym"):
+                 folds_per_member: int | None = None, verify: bool = True, expected_space: str = "MNI152NLin2009aSym"):
         import torch
 
         if not 0.0 < step_size <= 1.0:
             raise ValueError(f"step_size must lie in (0, 1], got {step_size!r}")
         if num_threads is not None and num_threads < 1:
             raise ValueError(f"num_threads must be >= 1, got {num_threads!r}")
+        if folds_per_member is not None and folds_per_member < 1:
+            raise ValueError(f"folds_per_member must be >= 1, got {folds_per_member!r}")
         if not isinstance(bundle, ModelBundle):
             bundle = load_bundle(bundle)
         if verify:
@@ -183,11 +188,15 @@ class EnsemblePredictor:
             raise RuntimeError(f"device {device!r} requested but CUDA is not available; "
                                f"use device='cpu'.")
         self.tta = bool(tta)
+        #: Probability threshold of :meth:`postprocess` (the manifest's unless changed).
+        self.threshold = float(bundle.threshold)
         self.step_size = float(step_size)
         self.num_threads = num_threads
         self.passes: list[MemberFold] = []
         with self._threads(), _nnunet_output_to_log():  # trainer lookup prints
             for member in bundle.members:
+                if folds_per_member is not None:
+                    member = dataclasses.replace(member, folds=member.folds[:folds_per_member])
                 self.passes += self._load_member(member)
         LOGGER.info("Loaded %d network(s) of bundle %s %s on %s: %s.", len(self.passes),
                     bundle.name, bundle.version, self.device,
@@ -348,8 +357,8 @@ class EnsemblePredictor:
         return average_probabilities(probabilities, [p.weight for p in self.passes])
 
     def postprocess(self, probability: np.ndarray) -> np.ndarray:
-        """The manifest's threshold and small-component rule; ``uint8`` mask."""
-        return postprocess_probability(probability, self.bundle.threshold,
+        """:attr:`threshold` and the manifest's small-component rule; ``uint8`` mask."""
+        return postprocess_probability(probability, self.threshold,
                                        self.bundle.min_component_voxels,
                                        self.bundle.connectivity)
 

@@ -9,6 +9,7 @@ instead of failing the group step.
 from __future__ import annotations
 
 import html
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import pandas as pd
 
 from stroke_lesion_app.core import bids as bids_core
 from stroke_lesion_app.core import reports
+from stroke_lesion_app.core.bundle import DEMO_WARNING
 
 LOGGER = logging.getLogger("stroke_lesion_app.group")
 
@@ -60,7 +62,8 @@ def collect_cohort(output_dir: Path | str) -> Cohort:
         table = preproc.with_name(f"{stem}_label-L_desc-lesionload_stats.tsv")
         if table.is_file():
             measures = pd.read_csv(table, sep="\t").iloc[0].to_dict()
-            rows.append({**identity, "status": "measured", **measures})
+            rows.append({**identity, "status": "measured",
+                         **_lesion_provenance(preproc.parent, stem), **measures})
             mask = _std_mask(preproc.parent, stem)
             if mask is not None:
                 masks.append(mask)
@@ -76,6 +79,19 @@ def collect_cohort(output_dir: Path | str) -> Cohort:
         table = table[leading + [c for c in table.columns if c not in leading]]
         table = table.sort_values(leading[:-1], na_position="first").reset_index(drop=True)
     return Cohort(table, masks)
+
+
+def _lesion_provenance(folder: Path, stem: str) -> dict:
+    """Where an image's measured mask came from: the model bundle (its mask's sidecar) or a
+    manual mask."""
+    sidecar = folder / f"{stem}_label-L_mask.json"
+    if not sidecar.is_file():
+        return {"lesion_source": "manual", "model": "n/a", "demo_model": False}
+    meta = json.loads(sidecar.read_text())
+    model = meta.get("Model", {})
+    return {"lesion_source": "model",
+            "model": f"{model.get('name', '?')} {model.get('version', '?')}",
+            "demo_model": bool(meta.get("Demo", False))}
 
 
 def _std_mask(folder: Path, stem: str) -> Path | None:
@@ -187,8 +203,11 @@ def run_group(output_dir: Path | str, template_t1w: nib.Nifti1Image | None = Non
                               "desc-regions_barplot.png")
         if chart:
             figures.append(("Region involvement", chart))
+    demo = bool(measured) and bool(cohort.table.get("demo_model", pd.Series(dtype=bool))
+                                   .fillna(False).astype(bool).any())
     body = (f"<h1>Group report</h1><p>{measured} image(s) with lesion measures, "
             f"{len(cohort.table) - measured} without (listed below).</p>"
+            + (f"<p class='warning'>{html.escape(DEMO_WARNING)}</p>" if demo else "")
             + "".join(f"<h2>{html.escape(title)}</h2><img src='figures/{path.name}' "
                       f"alt='{html.escape(title)}'>" for title, path in figures)
             + "<h2>Cohort table</h2>" + reports.table_html(

@@ -36,6 +36,7 @@ class _ImageReportInputSpec(BaseInterfaceInputSpec):
     lesion_load = File(exists=True, desc="lesion-load summary TSV")
     lesion_components = File(exists=True, desc="per-component TSV")
     lesion_source = traits.Str(desc="where the lesion mask comes from (shown in the report)")
+    model_warning = traits.Str(desc="warning shown at the top of the section (demo model)")
     methods = traits.List(traits.Str, desc="methods paragraphs with [@citations]")
 
 
@@ -65,6 +66,8 @@ class ImageReport(SimpleInterface):
         out_figures = [str(brain_png), str(registration_png)]
         label = bids_core.derivative_name(entities, "t1w_preproc").split("_desc-")[0]
         sections = [f"<h2>{html.escape(label)}</h2>"]
+        if isdefined(self.inputs.model_warning) and self.inputs.model_warning:
+            sections.append(f"<p class='warning'>{html.escape(self.inputs.model_warning)}</p>")
         sections.append(self._summary())
         lesion_html = "<h3>Lesion</h3>"
         if isdefined(self.inputs.lesion_mask):
@@ -84,9 +87,10 @@ class ImageReport(SimpleInterface):
                 lesion_html += ("<h4>Connected components</h4>" + reports.table_html(
                     pd.read_csv(self.inputs.lesion_components, sep="\t")))
         else:
-            lesion_html += ("<p class='warning'>No lesion mask for this image: this release "
-                            "has no segmentation model yet, and the dataset has no manual "
-                            "lesion mask (<code>_label-lesion_roi</code>) for it.</p>")
+            lesion_html += ("<p class='warning'>No lesion mask for this image: segmentation "
+                            "was turned off (<code>--lesion-source manual</code>) and the "
+                            "dataset has no manual lesion mask (<code>_label-lesion_roi</code>) "
+                            "for it.</p>")
         sections.append(lesion_html)
         subject_dir = f"sub-{entities['subject']}/figures"
         sections.append(

@@ -46,7 +46,7 @@ from scipy import ndimage
 from stroke_lesion_app import __version__
 from stroke_lesion_app.core.bids import replace_directory
 from stroke_lesion_app.core.templates import TEMPLATE as TEMPLATE_SPACE
-from stroke_lesion_app.core.templates import TEMPLATE_AFFINE, TEMPLATE_SHAPE
+from stroke_lesion_app.core.templates import TEMPLATE_AFFINE, TEMPLATE_SHAPE, template_grid
 
 __all__ = [
     "DEFAULT_DATASET_ID",
@@ -90,40 +90,13 @@ class _Case:
     #: 4×4 map from template world (mm) to the image's world (mm) when resampling; None: the
     #: image's world is template space already (identity).
     template_to_image: np.ndarray | None = None
+    #: Run the app's N4 bias correction on the image before resampling.
+    bias_correct: bool = False
 
 
 # --------------------------------------------------------------------------------------------
 # Public API
 # --------------------------------------------------------------------------------------------
-def template_grid(resolution_mm: float = 1.0) -> tuple[tuple[int, int, int], np.ndarray]:
-    """The MNI152NLin2009aSym grid at ``resolution_mm``, covering the 1 mm grid's box.
-
-    The grid keeps the 1 mm grid's origin, (-98, -134, -72) mm, and enough voxels of
-    ``resolution_mm`` to reach (or pass) its last voxel centre (98, 98, 116) mm.
-
-    Parameters
-    ----------
-    resolution_mm : float
-        Isotropic voxel size in mm, in [0.5, 8].
-
-    Returns
-    -------
-    shape : tuple of int
-        Grid shape, e.g. (197, 233, 189) at 1 mm and (99, 117, 95) at 2 mm.
-    affine : numpy.ndarray
-        4×4 voxel-to-world affine (RAS+, mm).
-
-    Examples
-    --------
-    >>> shape, affine = template_grid(2)
-    >>> shape, affine[:3, 3].tolist()
-    ((99, 117, 95), [-98.0, -134.0, -72.0])
-    """
-    resolution_mm = _check_resolution(resolution_mm)
-    shape = tuple(int(math.ceil((n - 1) / resolution_mm - 1e-6)) + 1 for n in TEMPLATE_SHAPE)
-    affine = TEMPLATE_AFFINE.copy()
-    affine[:3, :3] = np.eye(3) * resolution_mm
-    return shape, affine
 
 
 def binarise_mask(data: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -145,7 +118,7 @@ def binarise_mask(data: np.ndarray) -> tuple[np.ndarray, bool]:
     mask : numpy.ndarray
         uint8 array of 0 and 1, the shape of ``data``.
     soft : bool
-        Whether the soft-mask rule was applied.
+        Whether the soft-mask rule was applied (never for an empty mask: all values 0).
 
     Examples
     --------
@@ -154,11 +127,13 @@ def binarise_mask(data: np.ndarray) -> tuple[np.ndarray, bool]:
     ([0, 1, 1], True)
     >>> binarise_mask(np.array([0.0, 0.4, 1.0]))[0].tolist()
     [0, 0, 1]
+    >>> binarise_mask(np.zeros(3))[1]
+    False
     """
     data = np.asarray(data, dtype=np.float64)
     finite = np.where(np.isfinite(data), data, 0.0)
     top = float(finite.max()) if finite.size else 0.0
-    soft = top < 1.0 - SOFT_EPSILON
+    soft = 0.0 < top < 1.0 - SOFT_EPSILON
     threshold = SOFT_EPSILON if soft else 0.5
     return (finite >= threshold).astype(np.uint8), soft
 
@@ -308,10 +283,13 @@ def convert_template_space_bids(bids_root: Path | str, mask_root: Path | str,
 
 def convert_synthetic(bids_root: Path | str, out_raw_dir: Path | str, *,
                       dataset_id: int = DEFAULT_DATASET_ID, name: str = DEFAULT_DATASET_NAME,
-                      resolution_mm: float = 2.0, overwrite: bool = False) -> dict[str, Any]:
+                      resolution_mm: float = 2.0, bias_correct: bool = True,
+                      overwrite: bool = False) -> dict[str, Any]:
     """Convert a synthetic dataset (``stroke-lesion-model synthesize``) for training.
 
-    Each native T1w is resampled (linear) onto :func:`template_grid` at ``resolution_mm`` with
+    Each native T1w is bias-corrected with the app's own N4 step
+    (:func:`stroke_lesion_app.core.intensity.n4_bias_correct`, as the participant workflow does
+    before registration) and resampled (linear) onto :func:`template_grid` at ``resolution_mm`` with
     the generator's known affine (``NativeToTemplate`` of
     ``derivatives/synthetic-truth/.../*_from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.json``),
     and the 1 mm template-space truth mask (``*_space-MNI152NLin2009aSym_label-L_mask.nii.gz``)
@@ -319,9 +297,9 @@ def convert_synthetic(bids_root: Path | str, out_raw_dir: Path | str, *,
     (at most ``MaxDisplacementMm``, about 2 mm) is not in that affine, so image and label can be
     off by up to that much.
 
-    The known affine stands in for the app's own preprocessing: once the segmentation workflow
-    exists, skull-stripping and registration of the app will produce the template-space images
-    instead, so that the model trains on what it will see at inference.
+    The known affine stands in for the app's estimated registration (on synthetic heads the two
+    agree to about 0.5 mm), so the model trains on images like the app's ``std_t1w``: a
+    bias-corrected head (skull kept, as in ATLAS v2.0) on the template grid.
 
     Parameters
     ----------
@@ -335,6 +313,8 @@ def convert_synthetic(bids_root: Path | str, out_raw_dir: Path | str, *,
         Dataset name.
     resolution_mm : float
         Voxel size (mm) of the output grid (2 mm: 99×117×95).
+    bias_correct : bool
+        Apply N4 first (the app does; turn off only to save time in tests).
     overwrite : bool
         Replace an existing dataset folder of the same name made by this module.
 
@@ -361,13 +341,14 @@ def convert_synthetic(bids_root: Path | str, out_raw_dir: Path | str, *,
             if not path.is_file():
                 raise ValueError(f"{path} is missing; regenerate {bids_root} with "
                                  "`stroke-lesion-model synthesize`.")
-        cases.append(_Case(_case_id(image), image, mask, _template_to_native(xfm)))
+        cases.append(_Case(_case_id(image), image, mask, _template_to_native(xfm),
+                           bias_correct=bias_correct))
     if not cases:
         raise ValueError(f"no sub-*/[ses-*/]anat/*_T1w.nii.gz under {bids_root}; make a dataset "
                          "with `stroke-lesion-model synthesize`.")
     return _convert(cases, out_raw_dir, dataset_id=dataset_id, name=name,
                     resolution_mm=_check_resolution(resolution_mm), overwrite=overwrite,
-                    provenance={"conversion": "synthetic",
+                    provenance={"conversion": "synthetic", "bias_corrected": bias_correct,
                                 "note": "synthetic data, resampled with the generator's known "
                                         "affine; not real scans"})
 
@@ -465,6 +446,8 @@ def _write_case(case: _Case, root: Path, grid) -> bool:
         shutil.copyfile(case.image, image_out)
         ref_shape, ref_affine = image.shape[:3], image.affine
     else:
+        if case.bias_correct:
+            image = _bias_corrected(case.image, root)
         data = _squeeze(image.get_fdata(dtype=np.float32), case.image, "T1w image")
         to_image = np.eye(4) if case.template_to_image is None else case.template_to_image
         resampled = _resample(data, image.affine, grid, to_image, order=1)
@@ -490,6 +473,20 @@ def _write_case(case: _Case, root: Path, grid) -> bool:
         binary = _resample(binary, mask_image.affine, grid, np.eye(4), order=0)
     _write_nifti(root / "labelsTr" / f"{case.case}.nii.gz", binary.astype(np.uint8), ref_affine)
     return soft
+
+
+def _bias_corrected(path: Path, root: Path) -> nib.Nifti1Image:
+    """The app's N4 correction of ``path``, loaded into memory (the temporary file is removed)."""
+    from stroke_lesion_app.core.intensity import n4_bias_correct
+
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".n4-{os.getpid()}.nii.gz"
+    try:
+        n4_bias_correct(path, tmp)
+        image = nib.load(str(tmp))
+        return nib.Nifti1Image(image.get_fdata(dtype=np.float32), image.affine)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _resample(data: np.ndarray, source_affine: np.ndarray, grid, template_to_source: np.ndarray,

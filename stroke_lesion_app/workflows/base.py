@@ -9,8 +9,8 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from stroke_lesion_app.config import Config
-from stroke_lesion_app.core.bids import T1wInput
-from stroke_lesion_app.core.bids import derivative_path
+from stroke_lesion_app.core.bids import T1wInput, derivative_path
+from stroke_lesion_app.core.bundle import DEMO_WARNING, load_bundle
 from stroke_lesion_app.core.templates import templateflow_atlases
 from stroke_lesion_app.interfaces.reports import ImageReport
 from stroke_lesion_app.workflows.anatomical import init_anat_prep_wf
@@ -19,16 +19,11 @@ from stroke_lesion_app.workflows.outputs import (
     init_ds_anat_wf,
     init_ds_lesion_load_wf,
     init_ds_registration_wf,
+    init_ds_segmentation_wf,
 )
+from stroke_lesion_app.workflows.projection import init_lesion_to_native_wf
 from stroke_lesion_app.workflows.registration import init_register_template_wf
-
-#: Stages this release runs, in order; the CLI reports the last one so users know where the
-#: pipeline stops today.
-IMPLEMENTED_STAGES = ("input validation", "bias correction", "skull-stripping",
-                      "registration to MNI152NLin2009aSym",
-                      "lesion load of manual lesion masks", "reports")
-#: Stages of the full pipeline not yet available in this release.
-PENDING_STAGES = ("lesion segmentation", "back-projection of lesion maps")
+from stroke_lesion_app.workflows.segmentation import init_lesion_seg_wf
 
 
 def init_stroke_lesion_wf(
@@ -59,6 +54,12 @@ def init_stroke_lesion_wf(
     """
     stroke_lesion_wf = pe.Workflow(name=name,
                                    base_dir=str(config.execution.work_dir))
+    settings = config.workflow
+    segmentation = {}
+    if settings.lesion_source == "model":
+        segmentation = {"bundle": Path(settings.model), "tta": settings.tta and not settings.fast,
+                        "step_size": 1.0 if settings.fast else settings.step_size,
+                        "folds_per_member": 1 if settings.fast else None}
     for t1w_input in inputs:
         single_subject_wf = init_single_subject_wf(
             t1w_input=t1w_input,
@@ -69,6 +70,8 @@ def init_stroke_lesion_wf(
             atlases=list(config.workflow.atlases) + templateflow_atlases(),
             omp_nthreads=config.resolved_omp_nthreads(),
             crashdump_dir=subject_log_dir(config, t1w_input) / t1w_input.name,
+            lesion_source=settings.lesion_source,
+            **segmentation,
             name=f"{t1w_input.name}_wf",
         )
         stroke_lesion_wf.add_nodes([single_subject_wf])
@@ -85,6 +88,11 @@ def init_single_subject_wf(
     atlases: list[str] | None = None,
     omp_nthreads: int = 1,
     crashdump_dir: Path | None = None,
+    lesion_source: str = "model",
+    bundle: Path | None = None,
+    tta: bool = True,
+    step_size: float = 0.5,
+    folds_per_member: int | None = None,
     name: str = "single_subject_wf",
 ) -> pe.Workflow:
     """Process one T1w image and write its derivatives.
@@ -93,7 +101,10 @@ def init_single_subject_wf(
     --------------
     ``inputnode.t1w → anat_prep_wf → register_template_wf → ds_registration_wf``
     ``                      └──────→ ds_anat_wf            └→ image_report``
-    ``inputnode.lesion_mask → lesion_load_wf → ds_lesion_load_wf`` (with a manual mask)
+    ``register_template_wf.std_t1w → lesion_seg_wf → lesion_to_native_wf → ds_segmentation_wf``
+    ``                                  └───────────→ lesion_load_wf → ds_lesion_load_wf``
+    (``lesion_source="model"``), or ``inputnode.lesion_mask → lesion_load_wf →
+    ds_lesion_load_wf`` (``"manual"``, for an image with a manual mask)
 
     Parameters
     ----------
@@ -114,6 +125,16 @@ def init_single_subject_wf(
         Threads per node.
     crashdump_dir : Path, optional
         Where Nipype writes crash files of this image's nodes.
+    lesion_source : {"model", "manual"}
+        Segment with ``bundle``, or measure the dataset's manual mask (if any).
+    bundle : Path, optional
+        Validated model bundle folder; the package's demo bundle by default.
+    tta : bool
+        Mirroring test-time augmentation.
+    step_size : float
+        Sliding-window step, fraction of the patch.
+    folds_per_member : int, optional
+        Use only the first N folds of each ensemble member.
     name : str
         Workflow name, ``sub-<label>[_ses-<label>][_run-<n>]_wf`` by convention.
 
@@ -124,8 +145,8 @@ def init_single_subject_wf(
     lesion_masks
         Raw-BIDS lesion masks of this image (may be empty).
     lesion_mask
-        The first of them: measured (lesion load, report) and, with ``syn``, excluded from the
-        registration metric; unset when none.
+        The first of them: with ``syn``, excluded from the registration metric; with
+        ``lesion_source="manual"``, measured (lesion load, report); unset when none.
 
     Outputs
     -------
@@ -147,6 +168,8 @@ def init_single_subject_wf(
                         name="inputnode")
     inputnode.inputs.t1w = str(t1w_input.path)
     inputnode.inputs.lesion_masks = [str(path) for path in t1w_input.lesion_masks]
+    if t1w_input.lesion_masks:
+        inputnode.inputs.lesion_mask = str(t1w_input.lesion_masks[0])
     outputnode = pe.Node(niu.IdentityInterface(
         fields=["t1w_preproc", "t1w_mask", "anat2std_xfm", "std2anat_xfm", "std_t1w"]),
         name="outputnode")
@@ -200,18 +223,22 @@ def init_single_subject_wf(
                                                "template_source"),
                                               ("outputnode.template_mask", "template_mask")]),
     ])
-    if t1w_input.lesion_masks:
+    if registration == "syn" and t1w_input.lesion_masks:
+        single_subject_wf.connect(inputnode, "lesion_mask",
+                                  register_template_wf, "inputnode.lesion_mask")
+    if lesion_source == "model":
+        _connect_segmentation(single_subject_wf, t1w_input=t1w_input, output_dir=output_dir,
+                              bundle=bundle, device=device, tta=tta, step_size=step_size,
+                              folds_per_member=folds_per_member, atlases=atlases,
+                              omp_nthreads=omp_nthreads)
+    elif t1w_input.lesion_masks:
         lesion_uri = t1w_input.uri.rsplit("/", 1)[0] + "/" + t1w_input.lesion_masks[0].name
-        inputnode.inputs.lesion_mask = str(t1w_input.lesion_masks[0])
         lesion_load_wf = init_lesion_load_wf(atlases=atlases, omp_nthreads=omp_nthreads)
         ds_lesion_load_wf = init_ds_lesion_load_wf(
             output_dir=output_dir, source_entities=t1w_input.entities,
             source_uris=[t1w_input.uri, lesion_uri], lesion_source="manual")
         image_report.inputs.lesion_source = f"manual, from the input dataset ({lesion_uri})"
         image_report.inputs.methods = image_report.inputs.methods + [lesion_load_wf.__desc__]
-        if registration == "syn":
-            single_subject_wf.connect(inputnode, "lesion_mask",
-                                      register_template_wf, "inputnode.lesion_mask")
         single_subject_wf.connect([
             (inputnode, lesion_load_wf, [("lesion_mask", "inputnode.lesion_mask")]),
             (register_template_wf, lesion_load_wf, [
@@ -231,19 +258,88 @@ def init_single_subject_wf(
     return single_subject_wf
 
 
+def _connect_segmentation(single_subject_wf: pe.Workflow, *, t1w_input: T1wInput,
+                          output_dir: Path, bundle: Path | None, device: str, tta: bool,
+                          step_size: float, folds_per_member: int | None,
+                          atlases: list[str] | None, omp_nthreads: int) -> None:
+    """Add segmentation, back-projection, lesion load and their outputs to an image's workflow.
+
+    Reads ``anat_prep_wf``, ``register_template_wf`` and ``image_report`` of
+    ``single_subject_wf`` (built by :func:`init_single_subject_wf`).
+    """
+    model = load_bundle(bundle if bundle is not None else "demo")
+    anat_prep_wf = single_subject_wf.get_node("anat_prep_wf")
+    register_template_wf = single_subject_wf.get_node("register_template_wf")
+    image_report = single_subject_wf.get_node("image_report")
+    lesion_seg_wf = init_lesion_seg_wf(
+        bundle=model.root, bundle_description=f"'{model.name}' {model.version}",
+        device=device, tta=tta, step_size=step_size, folds_per_member=folds_per_member,
+        omp_nthreads=omp_nthreads)
+    lesion_to_native_wf = init_lesion_to_native_wf(omp_nthreads=omp_nthreads)
+    ds_segmentation_wf = init_ds_segmentation_wf(
+        output_dir=output_dir, source_entities=t1w_input.entities, source_uri=t1w_input.uri)
+    lesion_load_wf = init_lesion_load_wf(atlases=atlases, connectivity=model.connectivity,
+                                         std_mask_given=True, omp_nthreads=omp_nthreads)
+    ds_lesion_load_wf = init_ds_lesion_load_wf(
+        output_dir=output_dir, source_entities=t1w_input.entities,
+        source_uris=[t1w_input.uri], lesion_source="model")
+    image_report.inputs.lesion_source = (
+        f"model bundle {model.name} {model.version} ({model.description})")
+    if model.demo:
+        image_report.inputs.model_warning = DEMO_WARNING
+    image_report.inputs.methods = image_report.inputs.methods + [
+        lesion_seg_wf.__desc__, lesion_load_wf.__desc__]
+    single_subject_wf.connect([
+        (register_template_wf, lesion_seg_wf, [("outputnode.std_t1w", "inputnode.std_t1w")]),
+        (lesion_seg_wf, lesion_to_native_wf, [
+            ("outputnode.std_lesion_probseg", "inputnode.std_lesion_probseg"),
+            ("outputnode.std_lesion_mask", "inputnode.std_lesion_mask")]),
+        (register_template_wf, lesion_to_native_wf, [
+            ("outputnode.std2anat_xfm", "inputnode.std2anat_xfm")]),
+        (anat_prep_wf, lesion_to_native_wf, [("outputnode.t1w_preproc", "inputnode.t1w_preproc")]),
+        (lesion_seg_wf, ds_segmentation_wf, [
+            ("outputnode.std_lesion_probseg", "inputnode.std_lesion_probseg"),
+            ("outputnode.std_lesion_mask", "inputnode.std_lesion_mask"),
+            ("outputnode.segmentation_metadata", "inputnode.segmentation_metadata")]),
+        (lesion_to_native_wf, ds_segmentation_wf, [
+            ("outputnode.lesion_probseg", "inputnode.lesion_probseg"),
+            ("outputnode.lesion_mask", "inputnode.lesion_mask")]),
+        (lesion_to_native_wf, lesion_load_wf, [("outputnode.lesion_mask",
+                                                "inputnode.lesion_mask")]),
+        (lesion_seg_wf, lesion_load_wf, [("outputnode.std_lesion_mask",
+                                          "inputnode.std_lesion_mask")]),
+        (register_template_wf, lesion_load_wf, [
+            ("outputnode.anat2std_xfm", "inputnode.anat2std_xfm"),
+            ("outputnode.std2anat_xfm", "inputnode.std2anat_xfm"),
+            ("outputnode.template", "inputnode.template")]),
+        (lesion_load_wf, ds_lesion_load_wf, [
+            ("outputnode.lesion_load", "inputnode.lesion_load"),
+            ("outputnode.lesion_components", "inputnode.lesion_components"),
+            ("outputnode.lesion_load_columns", "inputnode.lesion_load_columns")]),
+        (lesion_to_native_wf, image_report, [("outputnode.lesion_mask", "lesion_mask")]),
+        (lesion_load_wf, image_report, [
+            ("outputnode.lesion_load", "lesion_load"),
+            ("outputnode.lesion_components", "lesion_components")]),
+    ])
+
+
 def subject_log_dir(config: Config, t1w_input: T1wInput) -> Path:
     """``OUTPUT_DIR/sub-<label>/log/<run_uuid>``: settings dump and crash files of one run."""
     return (config.execution.output_dir / f"sub-{t1w_input.entities['subject']}" / "log"
             / config.execution.run_uuid)
 
 
-def expected_outputs(output_dir: Path, t1w_input: T1wInput, registration: str) -> list[Path]:
-    """Derivatives a successful run of this release writes for one image."""
+def expected_outputs(output_dir: Path, t1w_input: T1wInput, registration: str,
+                     lesion_source: str = "model") -> list[Path]:
+    """Derivatives a successful run writes for one image."""
     xfm_extension = ".mat" if registration == "affine" else ".h5"
     kinds = [("t1w_preproc", {}), ("t1w_mask", {}), ("std_t1w", {}),
              ("anat2std_xfm", {"extension": xfm_extension}),
              ("std2anat_xfm", {"extension": xfm_extension})]
-    if t1w_input.lesion_masks:
+    if lesion_source == "model":
+        kinds += [("lesion_mask", {}), ("lesion_probseg", {}), ("std_lesion_mask", {}),
+                  ("std_lesion_probseg", {}), ("lesion_load", {}), ("lesion_components", {})]
+    elif t1w_input.lesion_masks:
         kinds += [("lesion_load", {}), ("lesion_components", {}),
                   ("std_lesion_mask", {"desc": "manual"})]
     return [derivative_path(output_dir, t1w_input.entities, kind, **overrides)

@@ -13,6 +13,7 @@ def init_lesion_load_wf(
     *,
     atlases: list[str] | None = None,
     connectivity: int = 26,
+    std_mask_given: bool = False,
     omp_nthreads: int = 1,
     name: str = "lesion_load_wf",
 ) -> pe.Workflow:
@@ -21,6 +22,7 @@ def init_lesion_load_wf(
     Workflow Graph
     --------------
     ``inputnode → project_to_template (genericLabel) → lesion_load → outputnode``
+    (with ``std_mask_given``: ``inputnode.std_lesion_mask → lesion_load``)
 
     Parameters
     ----------
@@ -28,6 +30,9 @@ def init_lesion_load_wf(
         ``NAME=IMAGE[:LABELS]`` label atlases in MNI152NLin2009aSym space.
     connectivity : {6, 18, 26}
         Neighbourhood of connected components.
+    std_mask_given : bool
+        The template-space mask comes in through ``inputnode.std_lesion_mask`` (the model's
+        own), instead of being projected from the native mask.
     omp_nthreads : int
         ITK threads.
     name : str
@@ -43,6 +48,8 @@ def init_lesion_load_wf(
         Template → T1w transform (maps native points to template mm for hemispheres).
     template
         Template image on the 1 mm MNI152NLin2009aSym grid (the grid of ``std_lesion_mask``).
+    std_lesion_mask
+        Template-space lesion mask (only read with ``std_mask_given``).
 
     Outputs
     -------
@@ -63,25 +70,34 @@ def init_lesion_load_wf(
         "template" + (", and with user-supplied atlases" if atlases else "") + ")."
     )
     inputnode = pe.Node(niu.IdentityInterface(
-        fields=["lesion_mask", "anat2std_xfm", "std2anat_xfm", "template"]), name="inputnode")
+        fields=["lesion_mask", "anat2std_xfm", "std2anat_xfm", "template", "std_lesion_mask"]),
+        name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(
         fields=["std_lesion_mask", "lesion_load", "lesion_components", "lesion_load_columns"]),
         name="outputnode")
+    lesion_load = pe.Node(LesionLoad(atlases=list(atlases or []), connectivity=connectivity),
+                          name="lesion_load")
+    lesion_load_wf.connect([
+        (inputnode, lesion_load, [("lesion_mask", "lesion_mask"),
+                                  ("std2anat_xfm", "std2anat_xfm")]),
+        (lesion_load, outputnode, [("out_file", "lesion_load"),
+                                   ("out_components", "lesion_components"),
+                                   ("out_columns", "lesion_load_columns")]),
+    ])
+    if std_mask_given:
+        lesion_load_wf.connect([
+            (inputnode, lesion_load, [("std_lesion_mask", "std_lesion_mask")]),
+            (inputnode, outputnode, [("std_lesion_mask", "std_lesion_mask")]),
+        ])
+        return lesion_load_wf
     project_to_template = pe.Node(
         ApplyTransform(interpolation="genericLabel", num_threads=omp_nthreads),
         name="project_to_template", n_procs=omp_nthreads)
-    lesion_load = pe.Node(LesionLoad(atlases=list(atlases or []), connectivity=connectivity),
-                          name="lesion_load")
     lesion_load_wf.connect([
         (inputnode, project_to_template, [("lesion_mask", "in_file"),
                                           ("anat2std_xfm", "transform"),
                                           ("template", "reference")]),
-        (inputnode, lesion_load, [("lesion_mask", "lesion_mask"),
-                                  ("std2anat_xfm", "std2anat_xfm")]),
         (project_to_template, lesion_load, [("out_file", "std_lesion_mask")]),
         (project_to_template, outputnode, [("out_file", "std_lesion_mask")]),
-        (lesion_load, outputnode, [("out_file", "lesion_load"),
-                                   ("out_components", "lesion_components"),
-                                   ("out_columns", "lesion_load_columns")]),
     ])
     return lesion_load_wf

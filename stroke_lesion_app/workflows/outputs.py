@@ -155,6 +155,83 @@ def init_ds_registration_wf(
     return ds_registration_wf
 
 
+def init_ds_segmentation_wf(
+    *,
+    output_dir: Path,
+    source_entities: dict,
+    source_uri: str,
+    name: str = "ds_segmentation_wf",
+) -> pe.Workflow:
+    """Store the model's lesion probability and mask, in template and native space.
+
+    Workflow Graph
+    --------------
+    ``inputnode → ds_std_lesion_probseg, ds_std_lesion_mask, ds_lesion_probseg,
+    ds_lesion_mask``
+
+    Parameters
+    ----------
+    output_dir : Path
+        Root of the derivatives dataset.
+    source_entities : dict
+        BIDS entities of the raw T1w.
+    source_uri : str
+        BIDS URI of the raw T1w, recorded as ``Sources``.
+    name : str
+        Workflow name.
+
+    Inputs
+    ------
+    std_lesion_probseg
+        Lesion probability, 1 mm MNI152NLin2009aSym grid.
+    std_lesion_mask
+        Lesion mask, same grid.
+    lesion_probseg
+        Lesion probability, native T1w grid.
+    lesion_mask
+        Lesion mask, native T1w grid.
+    segmentation_metadata
+        Bundle identity, inference settings and versions, copied into every sidecar.
+
+    Outputs
+    -------
+    lesion_mask
+        Path of the stored native ``label-L_mask``.
+    std_lesion_mask
+        Path of the stored ``space-MNI152NLin2009aSym_label-L_mask``.
+    """
+    ds_segmentation_wf = pe.Workflow(name=name)
+    fields = ["std_lesion_probseg", "std_lesion_mask", "lesion_probseg", "lesion_mask"]
+    inputnode = pe.Node(niu.IdentityInterface(fields=fields + ["segmentation_metadata"]),
+                        name="inputnode")
+    outputnode = pe.Node(niu.IdentityInterface(fields=["lesion_mask", "std_lesion_mask"]),
+                         name="outputnode")
+    common = {"output_dir": str(output_dir), "source_entities": dict(source_entities),
+              "source_files": [source_uri]}
+    ds_std_lesion_probseg = pe.Node(DerivativesDataSink(kind="std_lesion_probseg", **common),
+                                    name="ds_std_lesion_probseg", run_without_submitting=True)
+    ds_std_lesion_mask = pe.Node(DerivativesDataSink(kind="std_lesion_mask", **common),
+                                 name="ds_std_lesion_mask", run_without_submitting=True)
+    ds_lesion_probseg = pe.Node(DerivativesDataSink(kind="lesion_probseg", **common),
+                                name="ds_lesion_probseg", run_without_submitting=True)
+    ds_lesion_mask = pe.Node(DerivativesDataSink(kind="lesion_mask", **common),
+                             name="ds_lesion_mask", run_without_submitting=True)
+    sinks = {"std_lesion_probseg": ds_std_lesion_probseg,
+             "std_lesion_mask": ds_std_lesion_mask,
+             "lesion_probseg": ds_lesion_probseg, "lesion_mask": ds_lesion_mask}
+    for field, sink in sinks.items():
+        ds_segmentation_wf.connect([
+            (inputnode, sink, [(field, "in_file"),
+                               (("segmentation_metadata", _segmentation_meta, field),
+                                "metadata")]),
+        ])
+    ds_segmentation_wf.connect([
+        (ds_lesion_mask, outputnode, [("out_file", "lesion_mask")]),
+        (ds_std_lesion_mask, outputnode, [("out_file", "std_lesion_mask")]),
+    ])
+    return ds_segmentation_wf
+
+
 def init_ds_lesion_load_wf(
     *,
     output_dir: Path,
@@ -167,7 +244,7 @@ def init_ds_lesion_load_wf(
 
     Workflow Graph
     --------------
-    ``inputnode → ds_lesion_load, ds_lesion_components, ds_std_lesion_mask``
+    ``inputnode → ds_lesion_load, ds_lesion_components[, ds_std_lesion_mask (manual)]``
 
     Parameters
     ----------
@@ -178,15 +255,16 @@ def init_ds_lesion_load_wf(
     source_uris : list of str
         BIDS URIs of the raw T1w and of the lesion mask, recorded as ``Sources``.
     lesion_source : str
-        ``manual`` (a mask from the input dataset) or ``model``; a manual mask's template-space
-        copy is named ``desc-manual``.
+        ``manual`` (a mask from the input dataset; its template-space copy is stored here as
+        ``desc-manual``) or ``model`` (the model's masks are stored by
+        :func:`init_ds_segmentation_wf`).
     name : str
         Workflow name.
 
     Inputs
     ------
     std_lesion_mask
-        Lesion mask on the MNI152NLin2009aSym grid.
+        Lesion mask on the MNI152NLin2009aSym grid (stored for a manual mask only).
     lesion_load
         One-row summary TSV.
     lesion_components
@@ -211,11 +289,6 @@ def init_ds_lesion_load_wf(
     ds_lesion_components = pe.Node(
         DerivativesDataSink(kind="lesion_components", metadata=_COMPONENT_COLUMNS, **common),
         name="ds_lesion_components", run_without_submitting=True)
-    ds_std_lesion_mask = pe.Node(
-        DerivativesDataSink(kind="std_lesion_mask", metadata={"LesionSource": lesion_source},
-                            entity_overrides={"desc": "manual"} if lesion_source == "manual"
-                            else {}, **common),
-        name="ds_std_lesion_mask", run_without_submitting=True)
     columns_meta = pe.Node(niu.Function(function=_lesion_load_meta, output_names=["meta"]),
                            name="columns_meta", run_without_submitting=True)
     columns_meta.inputs.lesion_source = lesion_source
@@ -224,9 +297,14 @@ def init_ds_lesion_load_wf(
         (inputnode, ds_lesion_load, [("lesion_load", "in_file")]),
         (columns_meta, ds_lesion_load, [("meta", "metadata")]),
         (inputnode, ds_lesion_components, [("lesion_components", "in_file")]),
-        (inputnode, ds_std_lesion_mask, [("std_lesion_mask", "in_file")]),
         (ds_lesion_load, outputnode, [("out_file", "lesion_load")]),
     ])
+    if lesion_source == "manual":  # the model's mask is stored by init_ds_segmentation_wf
+        ds_std_lesion_mask = pe.Node(
+            DerivativesDataSink(kind="std_lesion_mask", metadata={"LesionSource": "manual"},
+                                entity_overrides={"desc": "manual"}, **common),
+            name="ds_std_lesion_mask", run_without_submitting=True)
+        ds_lesion_load_wf.connect(inputnode, "std_lesion_mask", ds_std_lesion_mask, "in_file")
     return ds_lesion_load_wf
 
 
@@ -239,6 +317,14 @@ _COMPONENT_COLUMNS = {
     "centroid_z_mm": {"Description": "Centre of mass, z, MNI152NLin2009aSym", "Units": "mm"},
     "hemisphere": {"Description": "Side of the centre of mass (template x < 0: left)"},
 }
+
+
+def _segmentation_meta(metadata: dict, field: str) -> dict:
+    space = ("MNI152NLin2009aSym, 1 mm" if field.startswith("std_")
+             else "native T1w (back-projected from MNI152NLin2009aSym)")
+    kind = ("Lesion probability (ensemble mean of the members' softmax probabilities)"
+            if field.endswith("probseg") else "Binary lesion mask (1 = lesion)")
+    return {"Description": f"{kind}; {space}.", "LesionSource": "model", **metadata}
 
 
 def _lesion_load_meta(columns: dict, lesion_source: str) -> dict:

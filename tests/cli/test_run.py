@@ -25,6 +25,7 @@ def test_help_lists_the_options():
     for option in ("--participant-label", "--session-label", "--bids-filter-file",
                    "--skip-bids-validation", "--work-dir", "--nprocs", "--omp-nthreads",
                    "--mem-gb", "--plugin", "--plugin-settings", "--model", "--device",
+                   "--lesion-source", "--tta", "--no-tta", "--step-size", "--fast",
                    "--stop-on-first-crash", "--verbose", "--version", "Examples",
                    "Exit codes"):
         assert option in result.output, option
@@ -125,7 +126,34 @@ def test_unknown_model_refused(bids_root, tmp_path, monkeypatch):
     monkeypatch.delenv("STROKE_LESION_APP_MODELS", raising=False)
     root = bids_root({"sub-01/anat/sub-01_T1w.nii.gz": None})
     result = invoke(root, tmp_path / "out", "participant", "--model", "atlas-v2-ensemble")
-    assert result.exit_code == 2 and "--model atlas-v2-ensemble" in _one_error_line(result)
+    assert result.exit_code == 2
+    assert "atlas-v2-ensemble: no such model bundle" in _one_error_line(result)
+
+
+def test_corrupt_bundle_refused_before_processing(bids_root, tmp_path):
+    """A checksum mismatch stops the run with one line naming the checkpoint; nothing runs."""
+    from stroke_lesion_app.core.bundle import write_bundle_manifest
+
+    bundle = tmp_path / "bundle"
+    member = bundle / "m"
+    (member / "fold_0").mkdir(parents=True)
+    (member / "plans.json").write_text("{}")
+    (member / "dataset.json").write_text("{}")
+    (member / "fold_0" / "checkpoint_final.pth").write_bytes(b"weights")
+    write_bundle_manifest(bundle, name="broken", version="1", members=[{
+        "name": "m", "folder": "m", "trainer": "StrokeTrainerDefault",
+        "configuration": "3d_fullres", "folds": [0],
+        "sha256": {"fold_0/checkpoint_final.pth": "0" * 64}}])
+    root = bids_root({"sub-01/anat/sub-01_T1w.nii.gz": None})
+    out, work = tmp_path / "out", tmp_path / "work"
+    result = invoke(root, out, "participant", "-w", work, "--model", bundle)
+    line = _one_error_line(result)
+    assert result.exit_code == 2
+    assert "fold_0/checkpoint_final.pth: sha256 mismatch" in line
+    assert not out.exists() and not work.exists()
+    # --lesion-source manual does not need a model
+    result = invoke(root, out, "participant", "--model", bundle, "--lesion-source", "bogus")
+    assert result.exit_code == 2 and "--lesion-source" in result.output
 
 
 def _bad_inputs():
@@ -151,7 +179,7 @@ def test_participant_run_with_bad_subjects(bids_root, tmp_path):
     before = tree_checksums(root)
     out = tmp_path / "derivatives"
     result = invoke(root, out, "participant", "-w", tmp_path / "work", "--nprocs", "2",
-                    "--skull-strip", "none")
+                    "--skull-strip", "none", "--lesion-source", "manual")
     assert result.exit_code == 1, result.output
     assert tree_checksums(root) == before
     assert "5 of 7 image(s) failed" in result.output
@@ -200,7 +228,7 @@ def test_participant_selection_and_rerun(bids_root, tmp_path):
                       "sub-02/anat/sub-02_T1w.nii.gz": None})
     out, work = tmp_path / "out", tmp_path / "work"
     args = (root, out, "participant", "-w", work, "--participant-label", "sub-02",
-            "--plugin", "Linear", "--skull-strip", "none")
+            "--plugin", "Linear", "--skull-strip", "none", "--lesion-source", "manual")
     assert invoke(*args).exit_code == 0
     assert not (out / "sub-01").exists() and (out / "sub-02").is_dir()
     assert (out / "sub-02" / "anat" / "sub-02_desc-preproc_T1w.nii.gz").is_file()

@@ -41,7 +41,8 @@ def processed(tmp_path_factory):
     (root / "hemi.tsv").write_text("index\tname\n1\tLeft\n2\tRight\n")
     out = root / "out"
     result = CliRunner().invoke(cli, [str(bids), str(out), "participant", "-w",
-                                      str(root / "work"), "--nprocs", "2", "--atlas",
+                                      str(root / "work"), "--nprocs", "2",
+                                      "--lesion-source", "manual", "--atlas",
                                       f"Hemi={root / 'hemi.nii.gz'}:{root / 'hemi.tsv'}"],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output

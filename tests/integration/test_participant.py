@@ -1,4 +1,11 @@
-"""End to end: the BIDS-App on a synthetic dataset, default settings (deepbet, affine)."""
+"""End to end: the BIDS-App on a synthetic subject with default settings (deepbet, affine,
+the demo bundle), then the group level.
+
+The subject (seed 2000, 2 mm voxels) is the first of the demo bundle's held-out test set
+(``scripts/train_demo_bundle.sh``): three large lesions, about 34 mL. The lesion Dice floor
+below is set from the demo bundle's recorded held-out performance
+(``stroke_lesion_app/data/models/demo/evaluation/``) with a margin.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +17,35 @@ import pytest
 from click.testing import CliRunner
 
 from stroke_lesion_app.cli.run import cli
+from stroke_lesion_app.core.bundle import DEMO_WARNING, load_bundle
 from stroke_lesion_app.synthetic import synthesize_dataset
 from tests.conftest import tree_checksums
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+#: Lesion Dice floor of the demo bundle on this subject (native space, whole pipeline).
+LESION_DICE_FLOOR = 0.5
 
-def test_participant_run_on_synthetic_subject(tmp_path):
+EXPECTED = [  # every derivative of one image, with its JSON sidecar
+    "desc-preproc_T1w.nii.gz", "desc-brain_mask.nii.gz",
+    "space-MNI152NLin2009aSym_desc-preproc_T1w.nii.gz",
+    "from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.mat",
+    "from-MNI152NLin2009aSym_to-T1w_mode-image_xfm.mat",
+    "label-L_mask.nii.gz", "label-L_probseg.nii.gz",
+    "space-MNI152NLin2009aSym_label-L_mask.nii.gz",
+    "space-MNI152NLin2009aSym_label-L_probseg.nii.gz",
+    "label-L_desc-lesionload_stats.tsv", "label-L_desc-components_stats.tsv",
+]
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a > 0, b > 0
+    return 2 * float((a & b).sum()) / float(a.sum() + b.sum())
+
+
+def test_participant_and_group_on_synthetic_subject(tmp_path):
     bids = tmp_path / "bids"
-    synthesize_dataset(bids, n_subjects=1, seed=5, resolution=3)
+    synthesize_dataset(bids, n_subjects=1, seed=2000, resolution=2)
     before = tree_checksums(bids)
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, [str(bids), str(out), "participant", "-w",
@@ -27,18 +54,54 @@ def test_participant_run_on_synthetic_subject(tmp_path):
     assert result.exit_code == 0, result.output
     assert tree_checksums(bids) == before
     anat = out / "sub-01" / "anat"
-    mask_path = anat / "sub-01_desc-brain_mask.nii.gz"
-    truth = nib.load(bids / "derivatives/synthetic-truth/sub-01/anat/sub-01_desc-brain_mask.nii.gz")
-    mask = nib.load(mask_path)
-    # the native outputs are on the conformed (RAS+) version of the input grid
-    truth = nib.as_closest_canonical(truth)
-    np.testing.assert_allclose(mask.affine, truth.affine, atol=1e-4)
-    inside, reference = mask.get_fdata() > 0, truth.get_fdata() > 0
-    assert 2 * (inside & reference).sum() / (inside.sum() + reference.sum()) >= 0.95
-    assert json.loads(mask_path.with_name("sub-01_desc-brain_mask.json").read_text())[
-        "SkullStripping"] == "deepbet"
-    std = nib.load(anat / "sub-01_space-MNI152NLin2009aSym_desc-preproc_T1w.nii.gz")
-    assert std.shape == (197, 233, 189)
-    for name in ("from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.mat",
-                 "from-MNI152NLin2009aSym_to-T1w_mode-image_xfm.mat"):
-        assert (anat / f"sub-01_{name}").stat().st_size > 0
+    expected = {f"sub-01_{name}" for name in EXPECTED}
+    expected |= {name.split(".")[0] + ".json" for name in expected}
+    assert {path.name for path in anat.iterdir()} == expected
+    assert not [path for path in out.rglob("*") if path.name.startswith(".")]
+
+    # brain mask against the generator's truth, on the conformed (RAS+) input grid
+    truth_dir = bids / "derivatives/synthetic-truth/sub-01/anat"
+    brain_truth = nib.as_closest_canonical(nib.load(truth_dir / "sub-01_desc-brain_mask.nii.gz"))
+    brain = nib.load(anat / "sub-01_desc-brain_mask.nii.gz")
+    np.testing.assert_allclose(brain.affine, brain_truth.affine, atol=1e-4)
+    assert _dice(brain.get_fdata(), brain_truth.get_fdata()) >= 0.95
+
+    # the model's lesion, native grid, against the truth
+    lesion_truth = nib.as_closest_canonical(nib.load(truth_dir / "sub-01_label-L_mask.nii.gz"))
+    lesion = nib.load(anat / "sub-01_label-L_mask.nii.gz")
+    probability = nib.load(anat / "sub-01_label-L_probseg.nii.gz")
+    for image in (lesion, probability):
+        assert image.shape == brain.shape
+        np.testing.assert_allclose(image.affine, brain.affine, atol=1e-4)
+    assert set(np.unique(np.asarray(lesion.dataobj))) <= {0, 1}
+    values = probability.get_fdata()
+    assert values.min() >= 0 and values.max() <= 1
+    assert _dice(lesion.get_fdata(), lesion_truth.get_fdata()) >= LESION_DICE_FLOOR
+    std_lesion = nib.load(anat / "sub-01_space-MNI152NLin2009aSym_label-L_mask.nii.gz")
+    assert std_lesion.shape == (197, 233, 189)
+    std_truth = nib.load(truth_dir / "sub-01_space-MNI152NLin2009aSym_label-L_mask.nii.gz")
+    assert _dice(std_lesion.get_fdata(), std_truth.get_fdata()) >= LESION_DICE_FLOOR
+
+    # provenance: the bundle's identity and the settings in every lesion map's sidecar
+    bundle = load_bundle("demo")
+    for name in ("label-L_mask", "label-L_probseg", "space-MNI152NLin2009aSym_label-L_mask",
+                 "space-MNI152NLin2009aSym_label-L_probseg"):
+        sidecar = json.loads((anat / f"sub-01_{name}.json").read_text())
+        assert sidecar["Model"]["name"] == "demo" and sidecar["Demo"] is True
+        assert sidecar["Model"]["manifest_sha256"] == bundle.identity()["manifest_sha256"]
+        assert sidecar["Inference"]["TestTimeAugmentation"] == "mirroring"
+        assert sidecar["LesionSource"] == "model"
+    table = (anat / "sub-01_label-L_desc-lesionload_stats.tsv").read_text().splitlines()
+    header, row = table[0].split("\t"), table[1].split("\t")
+    voxel_ml = float(np.prod(lesion.header.get_zooms()[:3])) / 1000
+    assert float(row[header.index("volume_ml")]) == pytest.approx(
+        float(np.asarray(lesion.dataobj).sum()) * voxel_ml, rel=1e-3)
+    report = (out / "sub-01.html").read_text()
+    assert DEMO_WARNING.split(":")[0] in report and "demo 0.1.0" in report
+
+    # group level: one cohort row measured from the model's mask
+    result = CliRunner().invoke(cli, [str(bids), str(out), "group"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    cohort = (out / "group" / "label-L_desc-lesionload_stats.tsv").read_text().splitlines()
+    assert len(cohort) == 2 and "sub-01" in cohort[1]
+    assert (out / "group" / "group.html").is_file()

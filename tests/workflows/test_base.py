@@ -9,6 +9,7 @@ import pytest
 
 from stroke_lesion_app.config import Config, ExecutionSettings, WorkflowSettings
 from stroke_lesion_app.core.bids import T1wInput
+from stroke_lesion_app.core.bundle import DEMO_WARNING, write_bundle_manifest
 from stroke_lesion_app.workflows.anatomical import init_anat_prep_wf
 from stroke_lesion_app.workflows.base import init_single_subject_wf, init_stroke_lesion_wf
 from stroke_lesion_app.workflows.projection import init_lesion_to_native_wf
@@ -33,34 +34,73 @@ PER_IMAGE_NODES = [
     "ds_registration_wf.ds_anat2std_xfm", "ds_registration_wf.ds_std2anat_xfm",
     "ds_registration_wf.ds_std_t1w", "image_report",
 ]
-LESION_NODES = [
+MANUAL_LESION_NODES = [
     "lesion_load_wf.project_to_template",
     "lesion_load_wf.lesion_load", "ds_lesion_load_wf.columns_meta",
     "ds_lesion_load_wf.ds_lesion_load", "ds_lesion_load_wf.ds_lesion_components",
     "ds_lesion_load_wf.ds_std_lesion_mask",
 ]
+SEGMENTATION_NODES = [
+    "lesion_seg_wf.segment_lesion", "lesion_to_native_wf.project_probseg",
+    "lesion_to_native_wf.project_mask", "ds_segmentation_wf.ds_std_lesion_probseg",
+    "ds_segmentation_wf.ds_std_lesion_mask", "ds_segmentation_wf.ds_lesion_probseg",
+    "ds_segmentation_wf.ds_lesion_mask", "lesion_load_wf.lesion_load",
+    "ds_lesion_load_wf.columns_meta", "ds_lesion_load_wf.ds_lesion_load",
+    "ds_lesion_load_wf.ds_lesion_components",
+]
 
 
-def test_stroke_lesion_wf_builds(tmp_path):
+@pytest.fixture
+def manifest_only_bundle(tmp_path):
+    """A bundle folder with a manifest (graphs read only the manifest; nothing is loaded)."""
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    write_bundle_manifest(bundle, name="fake", version="2.0", description="for graph tests",
+                          resolution_mm=2, threshold=0.4, connectivity=18, demo=True,
+                          members=[{"name": "m", "folder": "m", "trainer": "T",
+                                    "configuration": "3d_fullres", "folds": [0, 1],
+                                    "sha256": {"fold_0/checkpoint_final.pth": "0" * 64,
+                                               "fold_1/checkpoint_final.pth": "0" * 64}}])
+    return bundle
+
+
+@pytest.mark.parametrize("lesion_source", ["model", "manual"])
+def test_stroke_lesion_wf_builds(tmp_path, manifest_only_bundle, lesion_source):
     config = Config(ExecutionSettings(bids_dir=Path("/data"), output_dir=tmp_path / "out",
                                       work_dir=tmp_path / "work"),
-                    workflow=WorkflowSettings(device="cpu"))
+                    workflow=WorkflowSettings(device="cpu", model=str(manifest_only_bundle),
+                                              lesion_source=lesion_source, fast=True))
     workflow = init_stroke_lesion_wf(config=config, inputs=_inputs())
     working = [name for name in workflow.list_node_names()
                if not name.endswith(("inputnode", "outputnode"))]
-    assert sorted(working) == sorted(
-        [f"sub-01_wf.{node}" for node in PER_IMAGE_NODES]
-        + [f"sub-02_ses-1_run-2_wf.{node}" for node in PER_IMAGE_NODES + LESION_NODES])
+    if lesion_source == "model":  # every image is segmented, with or without a manual mask
+        expected = [f"{image}.{node}" for image in ("sub-01_wf", "sub-02_ses-1_run-2_wf")
+                    for node in PER_IMAGE_NODES + SEGMENTATION_NODES]
+    else:  # only the image with a manual mask gets lesion load
+        expected = ([f"sub-01_wf.{node}" for node in PER_IMAGE_NODES]
+                    + [f"sub-02_ses-1_run-2_wf.{node}"
+                       for node in PER_IMAGE_NODES + MANUAL_LESION_NODES])
+    assert sorted(working) == sorted(expected)
     assert len(workflow._create_flat_graph().nodes()) > 2 * len(PER_IMAGE_NODES)
+    if lesion_source == "model":  # --fast: no TTA, step 1.0, one fold per member
+        segment = workflow.get_node("sub-01_wf.lesion_seg_wf.segment_lesion")
+        assert (segment.inputs.tta, segment.inputs.step_size,
+                segment.inputs.folds_per_member) == (False, 1.0, 1)
+        assert segment.inputs.bundle == str(manifest_only_bundle)
 
 
-@pytest.mark.parametrize(("skull_strip", "registration", "with_lesion"), list(itertools.product(
-    ["auto", "deepbet", "ants", "none"], ["affine", "syn"], [False, True])))
-def test_single_subject_wf_option_grid(tmp_path, skull_strip, registration, with_lesion):
+@pytest.mark.parametrize(("skull_strip", "registration", "with_lesion", "lesion_source"),
+                         list(itertools.product(["auto", "deepbet", "ants", "none"],
+                                                ["affine", "syn"], [False, True],
+                                                ["model", "manual"])))
+def test_single_subject_wf_option_grid(tmp_path, manifest_only_bundle, skull_strip,
+                                       registration, with_lesion, lesion_source):
     t1w_input = _inputs()[1 if with_lesion else 0]
     workflow = init_single_subject_wf(t1w_input=t1w_input, output_dir=tmp_path,
                                       skull_strip=skull_strip, registration=registration,
                                       omp_nthreads=3, crashdump_dir=tmp_path / "log",
+                                      lesion_source=lesion_source,
+                                      bundle=manifest_only_bundle, tta=True, step_size=0.7,
                                       name="sub_wf")
     workflow._create_flat_graph()
     assert workflow.get_node("anat_prep_wf.brain_extraction").inputs.method == skull_strip
@@ -75,9 +115,19 @@ def test_single_subject_wf_option_grid(tmp_path, skull_strip, registration, with
         assert workflow.get_node("inputnode").inputs.lesion_mask == str(t1w_input.lesion_masks[0])
     assert workflow.get_node("register_template_wf").__desc__.count("lesion") == (
         with_lesion and registration == "syn")
-    assert (workflow.get_node("lesion_load_wf") is not None) is with_lesion
+    measured = with_lesion or lesion_source == "model"
+    assert (workflow.get_node("lesion_load_wf") is not None) is measured
+    assert (workflow.get_node("lesion_seg_wf") is not None) is (lesion_source == "model")
     report = workflow.get_node("image_report")
-    assert len(report.inputs.methods) == 2 + with_lesion
+    assert len(report.inputs.methods) == 2 + measured + (lesion_source == "model")
+    if lesion_source == "model":
+        segment = workflow.get_node("lesion_seg_wf.segment_lesion")
+        assert (segment.inputs.tta, segment.inputs.step_size, segment.n_procs) == (True, 0.7, 3)
+        assert report.inputs.model_warning == DEMO_WARNING
+        assert "fake 2.0" in report.inputs.lesion_source
+        load = workflow.get_node("lesion_load_wf.lesion_load")
+        assert load.inputs.connectivity == 18  # the bundle's rule
+        assert workflow.get_node("lesion_load_wf.project_to_template") is None
     assert workflow.config["execution"]["crashdump_dir"] == str(tmp_path / "log")
     sink = workflow.get_node("ds_anat_wf.ds_t1w_preproc")
     assert sink.inputs.source_entities == t1w_input.entities

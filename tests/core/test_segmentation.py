@@ -1,0 +1,103 @@
+"""core.segmentation: grids, resampling and post-processing around the ensemble (faked here)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from stroke_lesion_app.core import segmentation
+from stroke_lesion_app.core.segmentation import (
+    InferenceSettings,
+    resample_to_grid,
+    segment_template_t1w,
+)
+from stroke_lesion_app.core.templates import TEMPLATE_AFFINE, TEMPLATE_SHAPE, template_grid
+
+
+def test_resample_to_grid_identity_and_downsampling():
+    rng = np.random.default_rng(0)
+    data = rng.random((8, 9, 10)).astype(np.float32)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    same = resample_to_grid(data, affine, data.shape, affine, order=1)
+    np.testing.assert_allclose(same, data, atol=1e-6)
+    # a 1 mm grid sampled at every other voxel is a plain subsampling
+    fine = np.arange(16 * 16 * 16, dtype=np.float32).reshape(16, 16, 16)
+    coarse = resample_to_grid(fine, np.eye(4), (8, 8, 8), np.diag([2.0, 2.0, 2.0, 1.0]), order=0)
+    np.testing.assert_array_equal(coarse, fine[::2, ::2, ::2])
+
+
+class _FakePredictor:
+    """Stands in for EnsemblePredictor: a lesion block and one stray voxel on the 2 mm grid."""
+
+    def __init__(self):
+        self.bundle = SimpleNamespace(
+            resolution_mm=2.0, min_component_voxels=2, connectivity=26, description="fake",
+            demo=True, identity=lambda: {"name": "fake", "demo": True})
+        self.threshold = 0.5
+        self.passes = [SimpleNamespace(label="m/fold_0")]
+        self.calls = []
+
+    def predict_probability(self, image, spacing):
+        self.calls.append((image.shape, tuple(spacing)))
+        probability = np.zeros(image.shape, np.float32)
+        probability[40:44, 60:64, 50:54] = 1.0  # 4^3 voxels of 2 mm = 512 mm^3
+        probability[10, 10, 10] = 0.9           # 1 voxel of 2 mm: below the 2-voxel rule
+        return probability
+
+
+@pytest.fixture
+def fake_predictor(monkeypatch):
+    predictor = _FakePredictor()
+    monkeypatch.setattr(segmentation, "get_predictor", lambda path, settings: predictor)
+    return predictor
+
+
+def test_segment_on_a_coarser_bundle_grid(tmp_path, fake_predictor):
+    t1w = tmp_path / "std_t1w.nii.gz"
+    nib.Nifti1Image(np.ones(TEMPLATE_SHAPE, np.float32), TEMPLATE_AFFINE).to_filename(t1w)
+    probseg, mask = tmp_path / "prob.nii.gz", tmp_path / "mask.nii.gz"
+    meta = segment_template_t1w(t1w, tmp_path, InferenceSettings(), probseg, mask)
+
+    shape, affine = template_grid(2.0)
+    assert fake_predictor.calls == [(shape, (2.0, 2.0, 2.0))]
+    for path in (probseg, mask):
+        image = nib.load(path)
+        assert image.shape == TEMPLATE_SHAPE
+        np.testing.assert_allclose(image.affine, TEMPLATE_AFFINE)
+    probability = nib.load(probseg).get_fdata()
+    assert probability.min() >= 0 and probability.max() <= 1
+    lesion = np.asarray(nib.load(mask).dataobj)
+    assert lesion.dtype == np.uint8 and set(np.unique(lesion)) == {0, 1}
+    # the block, 8 mm wide: linear upsampling reaches 0.5 exactly at its edges, and the cut is
+    # strictly above 0.5, so 7 of the 1 mm voxels across it remain
+    assert lesion.sum() == 7 ** 3
+    centre = nib.affines.apply_affine(TEMPLATE_AFFINE, np.argwhere(lesion).mean(axis=0))
+    expected = nib.affines.apply_affine(affine, [41.5, 61.5, 51.5])
+    np.testing.assert_allclose(centre, expected, atol=0.6)
+    # the stray voxel is gone: the 2-voxel rule counts 2 mm voxels, 16 voxels at 1 mm
+    stray = nib.affines.apply_affine(np.linalg.inv(TEMPLATE_AFFINE),
+                                     nib.affines.apply_affine(affine, [10, 10, 10]))
+    assert probability[tuple(np.round(stray).astype(int))] > 0.5
+    assert lesion[tuple(np.round(stray).astype(int))] == 0
+    assert meta["MinComponentVoxels"] == 16 and meta["Demo"] is True
+    assert meta["NetworkPasses"] == ["m/fold_0"] and meta["ModelResolution"] == "2 mm"
+    assert meta["TemplateLesionVolumeMl"] == pytest.approx(lesion.sum() / 1000)
+    assert not list(tmp_path.glob(".*"))  # no temporary files left
+
+
+def test_input_off_the_template_grid_is_refused(tmp_path, fake_predictor):
+    t1w = tmp_path / "native.nii.gz"
+    nib.Nifti1Image(np.ones((20, 20, 20), np.float32), np.eye(4)).to_filename(t1w)
+    with pytest.raises(ValueError, match="not on the 1 mm MNI152NLin2009aSym grid"):
+        segment_template_t1w(t1w, tmp_path, InferenceSettings(), tmp_path / "p.nii.gz",
+                             tmp_path / "m.nii.gz")
+
+
+def test_fast_settings():
+    fast = InferenceSettings.fast(device="cpu")
+    assert (fast.tta, fast.step_size, fast.folds_per_member) == (False, 1.0, 1)
+    assert fast.describe()["TestTimeAugmentation"] == "none"
+    assert InferenceSettings().describe()["FoldsPerMember"] == "all"
