@@ -38,18 +38,17 @@ Results go to ``benchmarks/results/mscsa_overhead_<device>[_paired][_quick].{md,
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime as dt
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when imported, not run
+from _common import GB, machine_description, mem_available, status_kb, watch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -59,20 +58,11 @@ STRIDES = (1, 2, 2, 2, 2, 2)
 PATCH, QUICK_PATCH = 128, 64
 NETS = ("plain", "mscsa")
 MODES = {"forward": "forward", "train": "forward+backward"}
-GB = 1024**3
 
 
 # --------------------------------------------------------------------------------------------
 # worker side (runs in a fresh subprocess)
 # --------------------------------------------------------------------------------------------
-def _status_kb(field: str, pid: str = "self") -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
 def build_network(net: str, deep_supervision: bool = True):
     """The paper's plain nnU-Net plan as ``PlainConvUNet`` or ``PlainConvUNetMSCSA``."""
     import torch
@@ -107,7 +97,7 @@ def run_worker(cfg: dict) -> dict:
     torch.set_num_threads(cfg["threads"])
     model = build_network(cfg["net"], deep_supervision=True).to(device)
     params = sum(p.numel() for p in model.parameters())
-    rss_built = _status_kb("VmRSS") * 1024
+    rss_built = status_kb("VmRSS") * 1024
     x = torch.randn(cfg["batch"], 1, *[cfg["patch"]] * 3, device=device)
 
     if cfg["mode"] == "forward":
@@ -149,7 +139,7 @@ def run_worker(cfg: dict) -> dict:
         "params": params, "warmup_s": warmup, "times_s": times, "cpu_times_s": cpu_times,
         "cores_busy": sum(cpu_times) / sum(times),
         "load_average": os.getloadavg(),
-        "peak_rss_bytes": _status_kb("VmHWM") * 1024, "rss_after_build_bytes": rss_built,
+        "peak_rss_bytes": status_kb("VmHWM") * 1024, "rss_after_build_bytes": rss_built,
     }
     if cuda:
         result["peak_cuda_bytes"] = torch.cuda.max_memory_allocated()
@@ -258,18 +248,6 @@ def run_profile(cfg: dict) -> dict:
 # --------------------------------------------------------------------------------------------
 # parent side
 # --------------------------------------------------------------------------------------------
-def _mem_available() -> int:
-    return _status_meminfo("MemAvailable")
-
-
-def _status_meminfo(field: str) -> int:
-    with open("/proc/meminfo") as meminfo:
-        for line in meminfo:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def spawn(kind: str, cfg: dict, mem_cap: int, timeout: float) -> dict:
     """Run ``kind`` ("worker" or "profile") in a fresh interpreter; watch its memory."""
     env = dict(os.environ, OMP_NUM_THREADS=str(cfg["threads"]),
@@ -278,7 +256,7 @@ def spawn(kind: str, cfg: dict, mem_cap: int, timeout: float) -> dict:
     with tempfile.TemporaryFile("w+") as out_file, tempfile.TemporaryFile("w+") as err_file:
         proc = subprocess.Popen(cmd, stdout=out_file, stderr=err_file, text=True, env=env,
                                 cwd=ROOT)
-        killed, peak = _watch(proc, mem_cap, timeout)
+        killed, peak = watch(proc, mem_cap, timeout)
         out_file.seek(0)
         err_file.seek(0)
         out, err = out_file.read(), err_file.read()
@@ -288,52 +266,6 @@ def spawn(kind: str, cfg: dict, mem_cap: int, timeout: float) -> dict:
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
     return {"error": f"worker failed (rc {proc.returncode}): {err.strip()[-800:]}"}
-
-
-def _watch(proc: subprocess.Popen, mem_cap: int, timeout: float) -> tuple[str | None, int]:
-    """Wait for ``proc``; kill it above ``mem_cap`` bytes, under 2 GB free, or after ``timeout``."""
-    start, peak, killed = time.monotonic(), 0, None
-    while proc.poll() is None:
-        try:
-            rss = _status_kb("VmRSS", str(proc.pid)) * 1024
-        except (FileNotFoundError, ProcessLookupError):
-            break
-        peak = max(peak, rss)
-        if rss > mem_cap:
-            killed = f"killed: resident set passed the {mem_cap / GB:.1f} GB cap"
-        elif _mem_available() < 2 * GB:
-            killed = "killed: machine had < 2 GB available"
-        elif time.monotonic() - start > timeout:
-            killed = f"killed: over {timeout:.0f} s"
-        if killed:
-            proc.kill()
-            break
-        time.sleep(0.2)
-    proc.wait()
-    return killed, peak
-
-
-def machine_description(threads: int) -> dict:
-    import torch
-
-    cpuinfo = Path("/proc/cpuinfo").read_text()
-    model = next((l.split(":", 1)[1].strip() for l in cpuinfo.splitlines()
-                  if l.startswith("model name")), platform.processor())
-    flags = next((l.split(":", 1)[1].split() for l in cpuinfo.splitlines()
-                  if l.startswith("flags")), [])
-    simd = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    info = {
-        "cpu": model, "logical_cpus": os.cpu_count(), "simd": simd,
-        "memory_gb": round(_status_meminfo("MemTotal") / GB, 1),
-        "python": platform.python_version(), "torch": torch.__version__, "threads": threads,
-        "load_average_start": os.getloadavg(),
-        "date": dt.datetime.now().isoformat(timespec="seconds"),
-    }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    with contextlib.suppress(PackageNotFoundError):
-        info["dynamic_network_architectures"] = version("dynamic_network_architectures")
-    return info
 
 
 def _fmt_time(r: dict) -> str:
@@ -521,7 +453,7 @@ def main(argv=None) -> int:
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     patch = QUICK_PATCH if args.quick else PATCH
     mem_cap = int((args.mem_cap_gb * GB) if args.mem_cap_gb
-                  else min(16 * GB, 0.7 * _mem_available()))
+                  else min(16 * GB, 0.7 * mem_available()))
     args.out_dir.mkdir(parents=True, exist_ok=True)
     suffix = "_quick" if args.quick else ""
     if args.paired:
