@@ -307,7 +307,8 @@ def _report_header(config: Config) -> str:
     import html
 
     header = (f"<p>stroke-lesion-app {html.escape(config.execution.version)}, run "
-              f"{html.escape(config.execution.run_uuid)}.</p>")
+              f"{html.escape(config.execution.run_uuid)}. Research software: not for clinical "
+              "use.</p>")
     if config.workflow.lesion_source == "manual":
         return header + ("<p>Segmentation was turned off (<code>--lesion-source manual</code>): "
                          "lesion measures come from the manual masks of the input dataset.</p>")
