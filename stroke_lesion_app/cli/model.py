@@ -260,8 +260,6 @@ def train(dataset_id, work_dir, raw_dir, scheme, mscsa, folds, splits_file, plan
     _setup_logging(max(verbose, 1))
     import shutil
 
-    import torch
-
     from stroke_lesion_app.training.nnunet_pipeline import (
         TrainingSettings,
         nnunet_environment,
@@ -270,11 +268,7 @@ def train(dataset_id, work_dir, raw_dir, scheme, mscsa, folds, splits_file, plan
         trainer_name,
     )
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was requested but no CUDA GPU is visible; use "
-                         "--device cpu or auto.")
+    device = _resolve_device(device)
     try:
         fold_list = [fold if fold == "all" else int(fold) for fold in (folds or range(5))]
     except ValueError:
@@ -410,7 +404,6 @@ def ensemble(images_dir, out_dir, model, members, threshold, device, tta, step_s
     _setup_logging(verbose)
     import tempfile
 
-    import torch
 
     from stroke_lesion_app.core.bundle import BundleError
     from stroke_lesion_app.core.ensemble import EnsemblePredictor
@@ -418,11 +411,7 @@ def ensemble(images_dir, out_dir, model, members, threshold, device, tta, step_s
 
     if (model is None) == (not members):
         raise UsageError("pass either --model NAME|PATH or one or more --member options.")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was requested but no CUDA GPU is visible; use --device "
-                         "cpu or auto.")
+    device = _resolve_device(device)
     images = sorted(images_dir.glob("*.nii.gz")) + sorted(images_dir.glob("*.nii"))
     if (split_file is None) != (split_fold is None):
         raise UsageError("--split and --fold go together.")
