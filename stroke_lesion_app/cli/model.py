@@ -404,7 +404,6 @@ def ensemble(images_dir, out_dir, model, members, threshold, device, tta, step_s
     _setup_logging(verbose)
     import tempfile
 
-
     from stroke_lesion_app.core.bundle import BundleError
     from stroke_lesion_app.core.ensemble import EnsemblePredictor
     from stroke_lesion_app.training.package import MemberSource, package_bundle
