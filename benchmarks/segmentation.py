@@ -39,8 +39,16 @@ process tree):
     saved probabilities. Both without TTA (``--compare-tta`` to add it), step 0.5. Reports the
     time ratio and the largest absolute difference of the two averaged probabilities.
 
+``--device cuda`` runs the networks on the GPU (parts a, b, c; the participant runs need the
+whole app installed and are usually left out there): (b) then also *measures* the default mode
+instead of estimating it, and the tables add the peak GPU memory (``max_memory_allocated``).
+Network time is taken between ``torch.cuda.synchronize()`` calls on a GPU.
+
+    python benchmarks/segmentation.py --device cuda --parts a b --no-bias-correct
+
 Prepared data (synthetic subjects, converted images, the random paper bundle) are kept in
-``--work-dir`` and reused. Results go to ``benchmarks/results/segmentation_cpu[_quick].{md,json}``.
+``--work-dir`` and reused. Results go to
+``benchmarks/results/segmentation_{cpu,cuda}[_quick].{md,json}``.
 """
 
 from __future__ import annotations
@@ -80,8 +88,14 @@ PAPER_DATASET = "Dataset952_PaperPlanRandom"
 # --------------------------------------------------------------------------------------------
 # worker side (each runs in a fresh interpreter)
 # --------------------------------------------------------------------------------------------
-def _instrument(predictor) -> dict:
-    """Count and time every network call and record the sliding-window grid of each pass."""
+def _instrument(predictor, device: str = "cpu") -> dict:
+    """Count and time every network call and record the sliding-window grid of each pass.
+
+    On ``cuda`` each call is timed between two ``torch.cuda.synchronize()`` so the time is the
+    kernels' and not only their launch."""
+    import torch
+
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     stats = {"forward_calls": 0, "forward_s": 0.0, "windows": [], "image_sizes": [],
              "patch_sizes": []}
     for one in predictor.passes:
@@ -89,9 +103,11 @@ def _instrument(predictor) -> dict:
         started = []
 
         def pre_hook(module, args, started=started):
+            sync()
             started.append(time.perf_counter())
 
         def post_hook(module, args, output, started=started):
+            sync()
             stats["forward_calls"] += 1
             stats["forward_s"] += time.perf_counter() - started.pop()
 
@@ -131,13 +147,15 @@ def run_segment(cfg: dict) -> dict:
     )
 
     torch.set_num_threads(cfg["threads"])
-    settings = (InferenceSettings.fast(num_threads=cfg["threads"]) if cfg["mode"] == "fast"
-                else InferenceSettings(num_threads=cfg["threads"]))
+    device = cfg.get("device", "cpu")
+    settings = (InferenceSettings.fast(device=device, num_threads=cfg["threads"])
+                if cfg["mode"] == "fast"
+                else InferenceSettings(device=device, num_threads=cfg["threads"]))
     imported = time.perf_counter()
     bundle = str(Path(cfg["bundle"]).absolute())  # the key segment_template_t1w looks up
     predictor = get_predictor(bundle, settings)
     loaded = time.perf_counter()
-    stats = _instrument(predictor)
+    stats = _instrument(predictor, device)
     out = Path(cfg["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
     metadata = segment_template_t1w(cfg["image"], bundle, settings, out / "probseg.nii.gz",
@@ -156,6 +174,7 @@ def run_segment(cfg: dict) -> dict:
         "params": sum(p.numel() for one in predictor.passes
                       for p in one.predictor.network.parameters()),
         "load_average": os.getloadavg(), "peak_rss_bytes": status_kb("VmHWM") * 1024,
+        "peak_gpu_bytes": torch.cuda.max_memory_allocated() if device == "cuda" else None,
     }
 
 
@@ -168,10 +187,11 @@ def run_ensemble(cfg: dict) -> dict:
 
     torch.set_num_threads(cfg["threads"])
     imported = time.perf_counter()
-    predictor = EnsemblePredictor(cfg["bundle"], device="cpu", tta=cfg["tta"],
+    device = cfg.get("device", "cpu")
+    predictor = EnsemblePredictor(cfg["bundle"], device=device, tta=cfg["tta"],
                                   step_size=cfg["step_size"], num_threads=cfg["threads"])
     loaded = time.perf_counter()
-    stats = _instrument(predictor)
+    stats = _instrument(predictor, device)
     out = Path(cfg["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
     per_image = []
@@ -185,6 +205,7 @@ def run_ensemble(cfg: dict) -> dict:
         "worker_s": time.perf_counter() - start, "passes": [p.label for p in predictor.passes],
         **stats, "load_average": os.getloadavg(),
         "peak_rss_bytes": status_kb("VmHWM") * 1024,
+        "peak_gpu_bytes": torch.cuda.max_memory_allocated() if device == "cuda" else None,
     }
 
 
@@ -213,7 +234,8 @@ def nnunet_env(work: Path, threads: int) -> dict:
     from stroke_lesion_app.training.trainers import TRAINER_ENV_VAR, ensure_trainer_discovery
 
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-               nnUNet_compile="f", PYTHONPATH=str(ROOT))
+               nnUNet_compile="f",
+               PYTHONPATH=os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH")))))
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         (work / "nnunet" / name).mkdir(parents=True, exist_ok=True)
         env[name] = str(work / "nnunet" / name)
@@ -452,7 +474,7 @@ def part_a(args, env, mem_cap, cases, work) -> dict:
     for mode in ("default", "fast"):
         _log(f"(a) segment_template_t1w, demo bundle, {mode} ...")
         cfg = {"mode": mode, "bundle": str(args.bundle), "image": case["image"],
-               "truth": case["truth"], "threads": args.threads,
+               "truth": case["truth"], "threads": args.threads, "device": args.device,
                "out_dir": str(work / "out" / f"a-{mode}")}
         res = spawn("segment", cfg, env, mem_cap, args.timeout)
         _log("    " + (res.get("error") or f"{res['segment_s']:.1f} s, Dice {res['dice']}"))
@@ -472,7 +494,8 @@ def part_p(args, env, mem_cap, cases, work) -> dict:
         label = case["case"].split("_")[0][len("sub-"):]
         cmd = [str(BIN / "stroke-lesion-app"), case["bids"], str(folder / "derivatives"),
                "participant", "-w", str(folder / "work"), "--nprocs", str(args.threads),
-               "--participant-label", label, "--model", str(args.bundle), "--device", "cpu"]
+               "--participant-label", label, "--model", str(args.bundle),
+               "--device", args.device]
         cmd += ["--fast"] if mode == "fast" else []
         res = spawn("command", {"cmd": cmd}, env, mem_cap, args.timeout)
         masks = sorted((folder / "derivatives").rglob(
@@ -485,7 +508,7 @@ def part_p(args, env, mem_cap, cases, work) -> dict:
             res["mask"] = str(masks[0].relative_to(folder))
         res["cmd"] = " ".join(["stroke-lesion-app", "BIDS", "OUT", "participant", "-w", "WORK",
                                "--nprocs", str(args.threads), "--participant-label", label,
-                               "--model", "BUNDLE", "--device", "cpu"]
+                               "--model", "BUNDLE", "--device", args.device]
                               + (["--fast"] if mode == "fast" else []))
         _log("    " + (res.get("error") or f"{res['wall_s']:.1f} s, rc {res['returncode']}"))
         results[mode] = res
@@ -497,9 +520,17 @@ def part_b(args, env, mem_cap, cases, work) -> dict:
     bundle = make_random_bundle(work / f"paper-bundle-{patch}", paper_plans(patch), 1.0)
     _log(f"(b) paper plan ({patch}³), random weights, --fast ...")
     cfg = {"mode": "fast", "bundle": str(bundle), "image": cases[0]["image"], "truth": None,
-           "threads": args.threads, "out_dir": str(work / "out" / "b-fast")}
+           "threads": args.threads, "device": args.device,
+           "out_dir": str(work / "out" / "b-fast")}
     res = spawn("segment", cfg, env, mem_cap, args.timeout)
     result = {"patch": patch, "fast": res}
+    if args.device == "cuda" and "error" not in res:  # affordable on a GPU: measure it
+        _log(f"(b) paper plan ({patch}³), random weights, default ...")
+        result["default"] = spawn("segment", {**cfg, "mode": "default",
+                                              "out_dir": str(work / "out" / "b-default")},
+                                  env, mem_cap, args.timeout)
+        _log("    " + (result["default"].get("error")
+                       or f"{result['default']['segment_s']:.1f} s"))
     if "error" in res:
         _log(f"    {res['error']}")
         return result
@@ -541,7 +572,7 @@ def part_c(args, env, mem_cap, cases, work) -> dict:
     if ours_dir.exists():
         shutil.rmtree(ours_dir)
     ours = spawn("ensemble", {"bundle": str(bundle_dir), "images": images, "tta": args.compare_tta,
-                              "step_size": 0.5, "threads": args.threads,
+                              "step_size": 0.5, "threads": args.threads, "device": args.device,
                               "out_dir": str(ours_dir)}, env, mem_cap, args.timeout)
     _log("    " + (ours.get("error") or f"{ours['process_wall_s']:.1f} s"))
     result = {"n_images": len(images), "tta": args.compare_tta, "ensemble": ours, "cli": {}}
@@ -553,7 +584,7 @@ def part_c(args, env, mem_cap, cases, work) -> dict:
         cmd = [str(BIN / "nnUNetv2_predict_from_modelfolder"), "-i", str(in_dir), "-o", str(out),
                "-m", str(member.folder), "-f", *[str(f) for f in member.folds],
                "-chk", member.checkpoint, "-step_size", "0.5", "--save_probabilities",
-               "-device", "cpu", "-npp", "1", "-nps", "1", "--disable_progress_bar"]
+               "-device", args.device, "-npp", "1", "-nps", "1", "--disable_progress_bar"]
         cmd += [] if args.compare_tta else ["--disable_tta"]
         res = spawn("command", {"cmd": cmd}, env, mem_cap, args.timeout)
         res["cmd"] = " ".join(["nnUNetv2_predict_from_modelfolder", "-i", "IN", "-o", "OUT", "-m",
@@ -599,8 +630,10 @@ def write_markdown(path: Path, info: dict, results: dict, args) -> None:
     simd = ", ".join(info["simd"]) or "no AVX2"
     load_start = tuple(round(v, 2) for v in info["load_average_start"])
     load_end = tuple(round(v, 2) for v in info["load_average_end"])
+    gpu = args.device == "cuda"
     lines = [
-        f"# Segmentation speed and memory: CPU{' (quick)' if args.quick else ''}",
+        f"# Segmentation speed and memory: {'GPU' if gpu else 'CPU'}"
+        f"{' (quick)' if args.quick else ''}",
         "",
         f"Generated by `benchmarks/segmentation.py{quick}` on {info['date']}"
         f" in {info['elapsed_s'] / 60:.1f} min.",
@@ -608,6 +641,9 @@ def write_markdown(path: Path, info: dict, results: dict, args) -> None:
         (f"* CPU: {info['cpu']}, {info['logical_cpus']} logical CPUs ({simd}), "
          f"{info['memory_gb']} GB RAM; Python {info['python']}, torch {info['torch']}, "
          f"nnunetv2 {info.get('nnunetv2', '?')}, {info['threads']} torch threads, fp32"),
+        *([f"* GPU: {info.get('gpu', '?')}; networks on `cuda` (nnU-Net's predictor: "
+           "fp32 weights, autocast on CUDA), peak GPU memory = "
+           "`torch.cuda.max_memory_allocated()` of the worker"] if gpu else []),
         f"* Load average (1, 5, 15 min): at start {load_start}, at end {load_end}",
         ("* Every row is a fresh process. *process wall*: from starting the interpreter to its "
          "exit (imports, loading, work, writing), measured by the parent; *peak RSS*: `VmHWM` "
@@ -617,21 +653,27 @@ def write_markdown(path: Path, info: dict, results: dict, args) -> None:
         "",
     ]
     if "a" in results or "p" in results:
-        lines += _markdown_a(results.get("a"), results.get("p"), info)
+        lines += _markdown_a(results.get("a"), results.get("p"), info, gpu)
     if "b" in results:
-        lines += _markdown_b(results["b"], info)
+        lines += _markdown_b(results["b"], info, gpu)
     if "c" in results:
-        lines += _markdown_c(results["c"], info["threads"])
+        lines += _markdown_c(results["c"], info["threads"], gpu)
     path.write_text("\n".join(lines) + "\n")
 
 
-def _markdown_a(a: dict | None, p: dict | None, info: dict) -> list[str]:
+def _gpu_cell(res: dict, gpu: bool) -> str:
+    """`` peak GPU GB |`` for a table row on ``cuda``, nothing on CPU."""
+    return f" {_gb(res.get('peak_gpu_bytes'))} |" if gpu else ""
+
+
+def _markdown_a(a: dict | None, p: dict | None, info: dict, gpu: bool = False) -> list[str]:
     case = (a or p)["case"]
+    corrected = "N4-corrected" if info.get("bias_correct", True) else "not bias-corrected"
     lines = [
         "## (a) Demo bundle",
         "",
         (f"Input: `{case['case']}` of a synthetic dataset (`synthesize_dataset(seed={SEED})`), "
-         "N4-corrected and resampled with the generator's known affine onto the 1 mm "
+         f"{corrected} and resampled with the generator's known affine onto the 1 mm "
          "MNI152NLin2009aSym grid (197×233×189), as `stroke-lesion-model convert synthetic "
          f"--resolution 1` does; truth lesion volume {case['lesion_ml']:.1f} mL. Bundle: "
          f"`{info['bundle']}`."),
@@ -644,8 +686,9 @@ def _markdown_a(a: dict | None, p: dict | None, info: dict) -> list[str]:
          "bundle's resolution."),
         "",
         ("| mode | settings | passes | windows | load (s) | segment (s) | network (s) "
-         "| process wall (s) | peak RSS (GB) | Dice vs truth | lesion (mL) |"),
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+         "| process wall (s) | peak RSS (GB) | Dice vs truth | lesion (mL) |"
+         + (" peak GPU (GB) |" if gpu else "")),
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if gpu else ""),
     ]
     for mode, res in (a or {"segment": {}})["segment"].items():
         if "error" in res:
@@ -662,7 +705,8 @@ def _markdown_a(a: dict | None, p: dict | None, info: dict) -> list[str]:
             f"| {'--fast' if mode == 'fast' else 'default'} | {settings} | "
             f"{res['forward_calls']} | {windows} | {res['load_s']:.1f} | {res['segment_s']:.1f} "
             f"| {res['forward_s']:.1f} | {res['process_wall_s']:.1f} | "
-            f"{_gb(res['peak_rss_bytes'])} | {dice} | {res['lesion_ml']:.1f} |")
+            f"{_gb(res['peak_rss_bytes'])} | {dice} | {res['lesion_ml']:.1f} |"
+            + _gpu_cell(res, gpu))
     lines.append("")
     if p:
         lines += [
@@ -690,7 +734,7 @@ def _markdown_a(a: dict | None, p: dict | None, info: dict) -> list[str]:
     return lines
 
 
-def _markdown_b(b: dict, info: dict) -> list[str]:
+def _markdown_b(b: dict, info: dict, gpu: bool = False) -> list[str]:
     res, patch = b["fast"], b["patch"]
     lines = [
         "## (b) Paper-size model, random weights",
@@ -708,16 +752,35 @@ def _markdown_b(b: dict, info: dict) -> list[str]:
     size = "×".join(map(str, res["image_sizes"][0]))
     lines += [
         ("| mode | params | windows (cropped image) | passes | s per pass | load (s) "
-         "| segment (s) | network (s) | process wall (s) | peak RSS (GB) |"),
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+         "| segment (s) | network (s) | process wall (s) | peak RSS (GB) |"
+         + (" peak GPU (GB) |" if gpu else "")),
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if gpu else ""),
         (f"| --fast (no TTA, step 1.0), measured | {res['params'] / 1e6:.1f} M | "
          f"{est['grid_step_1.0']} = {res['windows'][0]} on {size} | {res['forward_calls']} | "
          f"{est['seconds_per_pass']:.2f} | {res['load_s']:.1f} | {res['segment_s']:.1f} | "
          f"{res['forward_s']:.1f} | {res['process_wall_s']:.1f} | "
-         f"{_gb(res['peak_rss_bytes'])} |"),
+         f"{_gb(res['peak_rss_bytes'])} |" + _gpu_cell(res, gpu)),
+    ]
+    full = b.get("default")
+    if full and "error" not in full:
+        lines.append(
+            f"| default (TTA, step 0.5), measured | {full['params'] / 1e6:.1f} M | "
+            f"{est['grid_step_0.5']} = {full['windows'][0]} on {size} | "
+            f"{full['forward_calls']} | {full['forward_s'] / full['forward_calls']:.3f} | "
+            f"{full['load_s']:.1f} | {full['segment_s']:.1f} | {full['forward_s']:.1f} | "
+            f"{full['process_wall_s']:.1f} | {_gb(full['peak_rss_bytes'])} |"
+            + _gpu_cell(full, gpu))
+        return lines + [
+            "",
+            ("On a GPU the default mode is measured; the first window pass of a process carries "
+             "cuDNN's kernel selection, so seconds per pass from the 8 passes of --fast overstate "
+             "the steady state."),
+            "",
+        ]
+    lines += [
         (f"| default (TTA, step 0.5), **estimate, not run** | | {est['grid_step_0.5']} = "
          f"{est['windows_step_0.5']} | {est['windows_step_0.5'] * 8} | | | "
-         f"**≈ {est['total_s']:.0f}** | ≈ {est['network_s']:.0f} | | |"),
+         f"**≈ {est['total_s']:.0f}** | ≈ {est['network_s']:.0f} | | |" + (" |" if gpu else "")),
         "",
         (f"Estimate = {est['seconds_per_pass']:.2f} s per window pass (measured above) × "
          f"{est['windows_step_0.5']} windows at step 0.5 (`compute_steps_for_sliding_window` on "
@@ -730,14 +793,15 @@ def _markdown_b(b: dict, info: dict) -> list[str]:
     return lines
 
 
-def _markdown_c(c: dict, threads: int) -> list[str]:
+def _markdown_c(c: dict, threads: int, gpu: bool = False) -> list[str]:
     ours = c["ensemble"]
     lines = [
         "## (c) In-process ensemble against nnU-Net's CLI",
         "",
         (f"Two members (the demo bundle's member, and a copy with 5 % Gaussian noise on its "
          f"weights), {c['n_images']} template-space image(s) on the bundle's grid, "
-         f"{'with' if c['tta'] else 'without'} TTA, step 0.5, CPU, {threads} threads."),
+         f"{'with' if c['tta'] else 'without'} TTA, step 0.5, "
+         f"{'GPU' if gpu else f'CPU, {threads} threads'}."),
         "",
         "| way | wall (s) | peak RSS, largest process (GB) | tree (GB) |",
         "|---|---:|---:|---:|",
@@ -788,6 +852,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-bias-correct", dest="bias_correct", action="store_false",
                         help="skip N4 when preparing the inputs (saves time in quick checks)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads, --nprocs")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="where the networks run; results go to segmentation_<device>.md")
     parser.add_argument("--work-dir", type=Path,
                         default=Path(tempfile.gettempdir()) / "stroke-lesion-segmentation-bench",
                         help="prepared inputs and outputs (kept and reused)")
@@ -817,7 +883,7 @@ def main(argv=None) -> int:
 
     from importlib.metadata import version
 
-    stem = args.out_dir / f"segmentation_cpu{'_quick' if args.quick else ''}"
+    stem = args.out_dir / f"segmentation_{args.device}{'_quick' if args.quick else ''}"
     if args.render:
         saved = json.loads(stem.with_suffix(".json").read_text())
         write_markdown(stem.with_suffix(".md"), saved["machine"], saved["results"], args)
@@ -832,7 +898,7 @@ def main(argv=None) -> int:
     mem_cap = int((args.mem_cap_gb * GB) if args.mem_cap_gb
                   else min(16 * GB, 0.7 * mem_available()))
     info = machine_description(args.threads)
-    info.update(nnunetv2=version("nnunetv2"), bundle=str(args.bundle.relative_to(ROOT))
+    info.update(nnunetv2=version("nnunetv2"), bias_correct=args.bias_correct, bundle=str(args.bundle.relative_to(ROOT))
                 if args.bundle.is_relative_to(ROOT) else str(args.bundle))
     args.out_dir.mkdir(parents=True, exist_ok=True)
     env = nnunet_env(work, args.threads)

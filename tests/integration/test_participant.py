@@ -4,11 +4,11 @@ the demo bundle), then the group level.
 The subject (seed 2000, 2 mm voxels) is the first of the demo bundle's held-out test set
 (``scripts/train_demo_bundle.sh``): three large lesions, about 34 mL.
 
-The shipped demo bundle is under-trained: on its held-out subjects it finds no lesion (Dice 0,
-``stroke_lesion_app/data/models/demo/evaluation/``), so this test checks the pipeline's outputs,
-their grids, values and provenance, and the consistency of the lesion load with the mask, but
-sets no lesion Dice floor. Raise ``LESION_DICE_FLOOR`` once a demo bundle that detects lesions
-is shipped.
+The lesion Dice floor comes from the demo bundle's recorded performance: on this subject the
+whole pipeline (estimated registration, native and template space) gave Dice 0.72 (2026-11-26);
+with the generator's known affine the bundle's own held-out evaluation gave 0.73
+(``stroke_lesion_app/data/models/demo/evaluation/demo_cases.tsv``). The floor keeps a margin of
+about 0.2 for registration and interpolation differences across machines.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from tests.conftest import tree_checksums
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-#: Lesion Dice floor of the demo bundle on this subject (native space, whole pipeline); ``None``
-#: while the shipped demo bundle detects nothing (see the module docstring).
-LESION_DICE_FLOOR = None
+#: Lesion Dice floor of the demo bundle on this subject, native and template space (measured
+#: 0.72 on both; see the module docstring).
+LESION_DICE_FLOOR = 0.5
 
 EXPECTED = [  # every derivative of one image, with its JSON sidecar
     "desc-preproc_T1w.nii.gz", "desc-brain_mask.nii.gz",
@@ -81,8 +81,7 @@ def test_participant_and_group_on_synthetic_subject(tmp_path):
     assert set(np.unique(np.asarray(lesion.dataobj))) <= {0, 1}
     values = probability.get_fdata()
     assert values.min() >= 0 and values.max() <= 1
-    if LESION_DICE_FLOOR is not None:
-        assert _dice(lesion.get_fdata(), lesion_truth.get_fdata()) >= LESION_DICE_FLOOR
+    assert _dice(lesion.get_fdata(), lesion_truth.get_fdata()) >= LESION_DICE_FLOOR
     std_lesion = nib.load(anat / "sub-01_space-MNI152NLin2009aSym_label-L_mask.nii.gz")
     assert std_lesion.shape == (197, 233, 189)
     from stroke_lesion_app.core.templates import TEMPLATE_AFFINE
@@ -93,9 +92,8 @@ def test_participant_and_group_on_synthetic_subject(tmp_path):
     native_ml = float(np.asarray(lesion.dataobj).sum()) * float(
         np.prod(lesion.header.get_zooms()[:3])) / 1000
     assert native_ml == pytest.approx(std_ml, rel=0.25, abs=0.5)
-    if LESION_DICE_FLOOR is not None:
-        std_truth = nib.load(truth_dir / "sub-01_space-MNI152NLin2009aSym_label-L_mask.nii.gz")
-        assert _dice(std_lesion.get_fdata(), std_truth.get_fdata()) >= LESION_DICE_FLOOR
+    std_truth = nib.load(truth_dir / "sub-01_space-MNI152NLin2009aSym_label-L_mask.nii.gz")
+    assert _dice(std_lesion.get_fdata(), std_truth.get_fdata()) >= LESION_DICE_FLOOR
 
     # provenance: the bundle's identity and the settings in every lesion map's sidecar
     bundle = load_bundle("demo")
@@ -112,7 +110,7 @@ def test_participant_and_group_on_synthetic_subject(tmp_path):
     assert float(row[header.index("volume_ml")]) == pytest.approx(
         float(np.asarray(lesion.dataobj).sum()) * voxel_ml, rel=1e-3)
     report = (out / "sub-01.html").read_text()
-    assert DEMO_WARNING.split(":")[0] in report and "demo 0.1.0" in report
+    assert DEMO_WARNING.split(":")[0] in report and f"demo {bundle.version}" in report
 
     # group level: one cohort row measured from the model's mask
     result = CliRunner().invoke(cli, [str(bids), str(out), "group"], catch_exceptions=False)
