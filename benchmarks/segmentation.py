@@ -82,6 +82,7 @@ PAPER_STRIDES = (1, 2, 2, 2, 2, 2)
 PAPER_PATCH, QUICK_PATCH = 128, 64
 SEED = 3000  # synthetic subjects: not the demo bundle's training (1000) or test (2000) seeds
 DATASET_ID = 951
+READING_MARKER = "## Reading (written by hand"  # kept when the tables are rewritten
 PAPER_DATASET = "Dataset952_PaperPlanRandom"
 
 
@@ -189,7 +190,8 @@ def run_ensemble(cfg: dict) -> dict:
     imported = time.perf_counter()
     device = cfg.get("device", "cpu")
     predictor = EnsemblePredictor(cfg["bundle"], device=device, tta=cfg["tta"],
-                                  step_size=cfg["step_size"], num_threads=cfg["threads"])
+                                  step_size=cfg["step_size"], num_threads=cfg["threads"],
+                                  window_batch_size=cfg.get("window_batch_size"))
     loaded = time.perf_counter()
     stats = _instrument(predictor, device)
     out = Path(cfg["out_dir"])
@@ -223,7 +225,46 @@ def run_command(cfg: dict) -> dict:
     }
 
 
-WORKERS = {"segment": run_segment, "ensemble": run_ensemble, "command": run_command}
+def run_windows(cfg: dict) -> dict:
+    """(w): one bundle's ensemble probability with ``window_batch_size`` windows per call."""
+    start = time.perf_counter()
+    import nibabel as nib
+    import numpy as np
+    import torch
+
+    from stroke_lesion_app.core.ensemble import EnsemblePredictor
+
+    torch.set_num_threads(cfg["threads"])
+    device = cfg["device"]
+    image = nib.load(cfg["image"])
+    data = np.asanyarray(image.dataobj, dtype=np.float32)
+    spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
+    predictor = EnsemblePredictor(cfg["bundle"], device=device, tta=cfg["tta"], step_size=0.5,
+                                  num_threads=cfg["threads"],
+                                  window_batch_size=cfg["window_batch_size"])
+    stats = _instrument(predictor, device)
+    if device == "cuda":  # cuDNN picks its kernels on the first calls: warm up, then measure
+        predictor.predict_probability(data, spacing)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        stats.update(forward_calls=0, forward_s=0.0)
+    begin = time.perf_counter()
+    probability = predictor.predict_probability(data, spacing)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    predict_s = time.perf_counter() - begin
+    np.save(cfg["out_file"], probability)
+    return {
+        "predict_s": predict_s, "worker_s": time.perf_counter() - start,
+        "forward_calls": stats["forward_calls"], "forward_s": stats["forward_s"],
+        "windows": stats["windows"][-1:], "patch_sizes": stats["patch_sizes"][-1:],
+        "peak_rss_bytes": status_kb("VmHWM") * 1024,
+        "peak_gpu_bytes": torch.cuda.max_memory_allocated() if device == "cuda" else None,
+    }
+
+
+WORKERS = {"segment": run_segment, "ensemble": run_ensemble, "command": run_command,
+           "windows": run_windows}
 
 
 # --------------------------------------------------------------------------------------------
@@ -541,12 +582,50 @@ def part_b(args, env, mem_cap, cases, work) -> dict:
     overhead = res["segment_s"] - res["forward_s"]
     result["estimate"] = {
         "seconds_per_pass": per_pass, "windows_step_0.5": windows_half,
-        "grid_step_0.5": _grid(size, patch_size, 0.5), "grid_step_1.0": _grid(size, patch_size, 1.0),
+        "grid_step_0.5": _grid(size, patch_size, 0.5),
+        "grid_step_1.0": _grid(size, patch_size, 1.0),
         "mirrorings": 8, "network_s": network_full, "non_network_s": overhead,
         "total_s": network_full + overhead,
     }
     _log(f"    {res['segment_s']:.1f} s ({res['forward_calls']} passes of {per_pass:.2f} s); "
          f"full mode estimate {network_full + overhead:.0f} s")
+    return result
+
+
+def part_w(args, env, mem_cap, cases, work) -> dict:
+    """(w) windows per network call: the demo bundle on its 2 mm grid, the paper-plan model
+    (random weights) at 1 mm; each batch size in a fresh process, compared with 1 window."""
+    import numpy as np
+
+    from stroke_lesion_app.core.bundle import load_bundle
+
+    patch = QUICK_PATCH if args.quick else PAPER_PATCH
+    models = {}
+    if "demo" in args.window_models:
+        models["demo"] = (args.bundle, load_bundle(args.bundle).resolution_mm)
+    if "paper" in args.window_models:
+        models["paper"] = (make_random_bundle(work / f"paper-bundle-{patch}",
+                                              paper_plans(patch), 1.0), 1.0)
+    result = {"tta": not args.no_tta_windows, "models": {}}
+    for label, (bundle, resolution) in models.items():
+        image = images_on_bundle_grid(cases[:1], resolution, work / f"inputs-{resolution:g}mm")[0]
+        rows, reference = {}, None
+        for size in args.window_batch_sizes:
+            _log(f"(w) {label}, {size} window(s) per call ...")
+            out_file = work / "out" / f"w-{label}-{size}.npy"
+            out_file.parent.mkdir(parents=True, exist_ok=True)
+            cfg = {"bundle": str(bundle), "image": image, "device": args.device,
+                   "threads": args.threads, "tta": result["tta"], "window_batch_size": size,
+                   "out_file": str(out_file)}
+            res = spawn("windows", cfg, env, mem_cap, args.timeout)
+            if "error" not in res:
+                probability = np.load(out_file)
+                reference = probability if reference is None else reference
+                res["max_abs_difference"] = float(np.abs(probability - reference).max())
+            _log("    " + (res.get("error") or f"{res['predict_s']:.2f} s"))
+            rows[size] = res
+        result["models"][label] = {"bundle": str(bundle), "resolution": resolution,
+                                   "image": image, "rows": rows}
     return result
 
 
@@ -573,6 +652,7 @@ def part_c(args, env, mem_cap, cases, work) -> dict:
         shutil.rmtree(ours_dir)
     ours = spawn("ensemble", {"bundle": str(bundle_dir), "images": images, "tta": args.compare_tta,
                               "step_size": 0.5, "threads": args.threads, "device": args.device,
+                              "window_batch_size": 1,  # nnU-Net's CLI runs one at a time
                               "out_dir": str(ours_dir)}, env, mem_cap, args.timeout)
     _log("    " + (ours.get("error") or f"{ours['process_wall_s']:.1f} s"))
     result = {"n_images": len(images), "tta": args.compare_tta, "ensemble": ours, "cli": {}}
@@ -645,6 +725,11 @@ def write_markdown(path: Path, info: dict, results: dict, args) -> None:
            "fp32 weights, autocast on CUDA), peak GPU memory = "
            "`torch.cuda.max_memory_allocated()` of the worker"] if gpu else []),
         f"* Load average (1, 5, 15 min): at start {load_start}, at end {load_end}",
+        *[(f"* Part ({part}) added later (`--merge`) on {added['date']}, torch "
+           f"{added['torch']}, {added['threads']} threads, load average at start "
+           f"{tuple(round(v, 2) for v in added['load_average_start'])}, at end "
+           f"{tuple(round(v, 2) for v in added['load_average_end'])}")
+          for part, added in info.get("added_parts", {}).items()],
         ("* Every row is a fresh process. *process wall*: from starting the interpreter to its "
          "exit (imports, loading, work, writing), measured by the parent; *peak RSS*: `VmHWM` "
          "of the worker; for commands that start processes of their own, *largest process* is "
@@ -658,7 +743,12 @@ def write_markdown(path: Path, info: dict, results: dict, args) -> None:
         lines += _markdown_b(results["b"], info, gpu)
     if "c" in results:
         lines += _markdown_c(results["c"], info["threads"], gpu)
-    path.write_text("\n".join(lines) + "\n")
+    if "w" in results:
+        lines += _markdown_w(results["w"], info["threads"], gpu)
+    text = "\n".join(lines) + "\n"
+    if path.is_file() and READING_MARKER in path.read_text():  # keep the hand-written reading
+        text += "\n" + path.read_text()[path.read_text().index(READING_MARKER):]
+    path.write_text(text)
 
 
 def _gpu_cell(res: dict, gpu: bool) -> str:
@@ -793,6 +883,37 @@ def _markdown_b(b: dict, info: dict, gpu: bool = False) -> list[str]:
     return lines
 
 
+def _markdown_w(w: dict, threads: int, gpu: bool = False) -> list[str]:
+    lines = [
+        "## (w) Sliding windows per network call",
+        "",
+        ("`EnsemblePredictor.predict_probability` on one template-space image on each bundle's "
+         f"grid, {'with' if w['tta'] else 'without'} mirroring TTA, step 0.5, "
+         + ("GPU (one warm-up prediction first, then measured)" if gpu
+            else f"CPU, {threads} threads") +
+         "; each batch size in a fresh process. *max |diff|*: largest absolute difference of "
+         "the probability from the first row's (nnU-Net's half-precision accumulation and "
+         "batch-size-dependent kernels)."),
+        "",
+        "| model | windows per call | windows | network calls | predict (s) | network (s) "
+        "| peak RSS (GB) | max \\|diff\\| |" + (" peak GPU (GB) |" if gpu else ""),
+        "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if gpu else ""),
+    ]
+    for label, model in w["models"].items():
+        for size, res in model["rows"].items():
+            if "error" in res:
+                lines.append(f"| {label} | {size} | {res['error']} |||||||")
+                continue
+            lines.append(
+                f"| {label} ({model['resolution']:g} mm, patch "
+                f"{'×'.join(map(str, res['patch_sizes'][0]))}) | {size} | {res['windows'][0]} | "
+                f"{res['forward_calls']} | {res['predict_s']:.2f} | {res['forward_s']:.2f} | "
+                f"{_gb(res['peak_rss_bytes'])} | {res['max_abs_difference']:.1e} |"
+                + _gpu_cell(res, gpu))
+    lines.append("")
+    return lines
+
+
 def _markdown_c(c: dict, threads: int, gpu: bool = False) -> list[str]:
     ours = c["ensemble"]
     lines = [
@@ -840,10 +961,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: no participant runs, (b) at {QUICK_PATCH}³, (c) with "
                              "one image; writes segmentation_cpu_quick.md")
-    parser.add_argument("--parts", nargs="+", choices=["a", "b", "c", "p"], default=None,
+    parser.add_argument("--parts", nargs="+", choices=["a", "b", "c", "p", "w"], default=None,
                         help="a: demo bundle segmentation; p: (a)'s participant runs; b: paper-"
-                             "size model; c: ensemble vs CLI (default: a b c p; a b c with "
-                             "--quick), run in the order given")
+                             "size model; c: ensemble vs CLI; w: windows per network call "
+                             "(default: a b c w p; a b c w with --quick), run in the order given")
+    parser.add_argument("--window-batch-sizes", nargs="+", type=int, default=[1, 2, 4],
+                        help="(w) windows per network call to compare (the first is the "
+                             "reference)")
+    parser.add_argument("--window-models", nargs="+", choices=["demo", "paper"],
+                        default=["demo", "paper"], help="(w) models to compare")
+    parser.add_argument("--no-tta-windows", action="store_true",
+                        help="(w) without mirroring TTA (8× fewer passes)")
     parser.add_argument("--bundle", type=Path, default=DEMO_BUNDLE,
                         help="bundle of (a) and source member of (c) (default: the demo bundle)")
     parser.add_argument("--n-images", type=int, default=None,
@@ -863,13 +991,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per measurement")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--merge", action="store_true",
+                        help="add the parts run now to the existing results (the other parts' "
+                             "tables are kept; the added parts' date and load are listed)")
     parser.add_argument("--render", action="store_true",
                         help="only rewrite the Markdown from the JSON of an earlier run")
     args = parser.parse_args(argv)
     if args.n_images is None:
         args.n_images = 1 if args.quick else 3
     if args.parts is None:
-        args.parts = ["a", "b", "c"] if args.quick else ["a", "b", "c", "p"]
+        args.parts = ["a", "b", "c", "w"] if args.quick else ["a", "b", "c", "w", "p"]
     return args
 
 
@@ -898,23 +1029,31 @@ def main(argv=None) -> int:
     mem_cap = int((args.mem_cap_gb * GB) if args.mem_cap_gb
                   else min(16 * GB, 0.7 * mem_available()))
     info = machine_description(args.threads)
-    info.update(nnunetv2=version("nnunetv2"), bias_correct=args.bias_correct, bundle=str(args.bundle.relative_to(ROOT))
-                if args.bundle.is_relative_to(ROOT) else str(args.bundle))
+    info.update(nnunetv2=version("nnunetv2"), bias_correct=args.bias_correct,
+                bundle=(str(args.bundle.relative_to(ROOT)) if args.bundle.is_relative_to(ROOT)
+                        else str(args.bundle)))
     args.out_dir.mkdir(parents=True, exist_ok=True)
     env = nnunet_env(work, args.threads)
     os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed",
                                            "nnUNet_results", "nnUNet_compile")})
     _log("preparing synthetic inputs (cached in the work folder) ...")
     cases = prepare_subjects(work, max(3, args.n_images), args.bias_correct)
-    results = {}
-    parts = {"a": part_a, "b": part_b, "c": part_c, "p": part_p}
+    results, header = {}, info
+    if args.merge and stem.with_suffix(".json").is_file():  # keep the other parts' results
+        saved = json.loads(stem.with_suffix(".json").read_text())
+        results, header = saved["results"], saved["machine"]
+    parts = {"a": part_a, "b": part_b, "c": part_c, "p": part_p, "w": part_w}
     for part in args.parts:  # results are written after each part, so a cut run keeps them
         results[part] = parts[part](args, env, mem_cap, cases, work)
         info["load_average_end"] = os.getloadavg()
         info["elapsed_s"] = time.perf_counter() - start
+        if header is not info:
+            header.setdefault("added_parts", {})[part] = {
+                key: info[key] for key in ("date", "load_average_start", "load_average_end",
+                                           "elapsed_s", "threads", "torch")}
         stem.with_suffix(".json").write_text(
-            json.dumps({"machine": info, "results": results}, indent=1))
-        write_markdown(stem.with_suffix(".md"), info, results, args)
+            json.dumps({"machine": header, "results": results}, indent=1))
+        write_markdown(stem.with_suffix(".md"), header, results, args)
     _log(f"Wrote {stem.with_suffix('.md')}")
     return 0
 

@@ -9,7 +9,8 @@ the manifest's weights (normalised; a member's weight is split equally over its 
 Every network is built once, in :class:`EnsemblePredictor`'s constructor: we build it
 ourselves from the plans with the trainer's ``build_network_architecture`` (our trainers are
 found through :func:`stroke_lesion_app.training.trainers.find_trainer_class`), load the
-checkpoint's weights and hand it to ``nnUNetPredictor.manual_initialization``; nnU-Net is
+checkpoint's weights and hand it to ``manual_initialization`` of an ``nnUNetPredictor``
+subclass that only batches the sliding windows (:mod:`.sliding_window`); nnU-Net itself is
 never patched.
 
 Axis conventions: the arrays this module takes and returns are in nibabel's voxel order
@@ -36,6 +37,7 @@ import numpy as np
 
 from .bundle import BundleError, BundleMember, ModelBundle, load_bundle, validate_bundle
 from .postprocess import postprocess_probability
+from .sliding_window import batched_predictor_class, default_window_batch_size
 
 __all__ = ["EnsemblePredictor", "MemberFold", "average_probabilities"]
 
@@ -154,6 +156,11 @@ class EnsemblePredictor:
         torch CPU threads during prediction (restored afterwards); torch's setting by default.
     folds_per_member : int, optional
         Use only the first N folds of every member (``--fast``); all by default.
+    window_batch_size : int, optional
+        Sliding windows per network call (:mod:`.sliding_window`); by default chosen per
+        member from the device and its patch size
+        (:func:`~.sliding_window.default_window_batch_size`: 2 for 64³ and 1 for 128³ on CPU,
+        16 and 4 on a GPU).
     verify : bool
         Run :func:`validate_bundle` (space, files, checksums) before loading.
     expected_space : str
@@ -169,7 +176,8 @@ class EnsemblePredictor:
 
     def __init__(self, bundle: ModelBundle | str | os.PathLike, device="cpu", tta: bool = True,
                  step_size: float = 0.5, num_threads: int | None = None, *,
-                 folds_per_member: int | None = None, verify: bool = True, expected_space: str = "MNI152NLin2009aSym"):
+                 folds_per_member: int | None = None, window_batch_size: int | None = None,
+                 verify: bool = True, expected_space: str = "MNI152NLin2009aSym"):
         import torch
 
         if not 0.0 < step_size <= 1.0:
@@ -178,6 +186,8 @@ class EnsemblePredictor:
             raise ValueError(f"num_threads must be >= 1, got {num_threads!r}")
         if folds_per_member is not None and folds_per_member < 1:
             raise ValueError(f"folds_per_member must be >= 1, got {folds_per_member!r}")
+        if window_batch_size is not None and window_batch_size < 1:
+            raise ValueError(f"window_batch_size must be >= 1, got {window_batch_size!r}")
         if not isinstance(bundle, ModelBundle):
             bundle = load_bundle(bundle)
         if verify:
@@ -191,6 +201,8 @@ class EnsemblePredictor:
         #: Probability threshold of :meth:`postprocess` (the manifest's unless changed).
         self.threshold = float(bundle.threshold)
         self.step_size = float(step_size)
+        #: Sliding windows per network call (``None``: chosen per member, see above).
+        self.window_batch_size = window_batch_size
         self.num_threads = num_threads
         self.passes: list[MemberFold] = []
         with self._threads(), _nnunet_output_to_log():  # trainer lookup prints
@@ -204,7 +216,6 @@ class EnsemblePredictor:
 
     # -- loading ---------------------------------------------------------------------------------
     def _load_member(self, member: BundleMember) -> list[MemberFold]:
-        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
         from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
         from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
@@ -252,12 +263,15 @@ class EnsemblePredictor:
             network = network.to(self.device).eval()
             mirror_axes = checkpoint.get("inference_allowed_mirroring_axes")
             del checkpoint
-            predictor = nnUNetPredictor(
+            predictor = batched_predictor_class()(
                 tile_step_size=self.step_size, use_gaussian=True, use_mirroring=self.tta,
                 perform_everything_on_device=self.device.type == "cuda",
                 device=self.device, verbose=False, verbose_preprocessing=False,
                 allow_tqdm=False,
             )
+            predictor.window_batch_size = (
+                self.window_batch_size
+                or default_window_batch_size(self.device.type, configuration_manager.patch_size))
             # The state dict aliases the network's own tensors: no second copy of the weights.
             predictor.manual_initialization(
                 network, plans_manager, configuration_manager, [network.state_dict()],

@@ -51,6 +51,9 @@ class InferenceSettings:
         Use only the first N folds of each member (``--fast``: 1); ``None``: all.
     num_threads : int or None
         torch CPU threads.
+    window_batch_size : int or None
+        Sliding windows per network call; ``None``: chosen from the device and each member's
+        patch size (:func:`~.sliding_window.default_window_batch_size`).
     """
 
     device: str = "cpu"
@@ -58,6 +61,7 @@ class InferenceSettings:
     step_size: float = 0.5
     folds_per_member: int | None = None
     num_threads: int | None = None
+    window_batch_size: int | None = None
 
     @classmethod
     def fast(cls, device: str = "cpu", num_threads: int | None = None) -> InferenceSettings:
@@ -70,6 +74,7 @@ class InferenceSettings:
         """Settings as recorded in the outputs' sidecars."""
         return {"Device": self.device, "TestTimeAugmentation": "mirroring" if self.tta else "none",
                 "SlidingWindowStep": self.step_size,
+                "SlidingWindowsPerCall": self.window_batch_size or "auto",
                 "FoldsPerMember": self.folds_per_member or "all"}
 
 
@@ -84,7 +89,8 @@ def get_predictor(bundle_path: str, settings: InferenceSettings):
     bundle = load_bundle(bundle_path)
     return EnsemblePredictor(bundle, device=settings.device, tta=settings.tta,
                              step_size=settings.step_size, num_threads=settings.num_threads,
-                             folds_per_member=settings.folds_per_member)
+                             folds_per_member=settings.folds_per_member,
+                             window_batch_size=settings.window_batch_size)
 
 
 def resample_to_grid(data: np.ndarray, affine: np.ndarray, shape, target_affine: np.ndarray,
@@ -177,6 +183,8 @@ def segment_template_t1w(std_t1w: Path | str, bundle_path: Path | str,
         "Demo": bundle.demo,
         "Inference": settings.describe(),
         "NetworkPasses": [one.label for one in predictor.passes],
+        "SlidingWindowsPerCall": {one.label: one.predictor.window_batch_size
+                                  for one in predictor.passes},
         "Ensemble": "weighted mean of the members' softmax lesion probabilities",
         "ModelResolution": f"{resolution:g} mm",
         "Resampling": ("none" if math.isclose(resolution, 1.0) else

@@ -163,7 +163,8 @@ def tiny_bundle(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def counted_predictor(tiny_bundle):
-    """An :class:`EnsemblePredictor` (no TTA) built while checkpoint loads are counted."""
+    """An :class:`EnsemblePredictor` (no TTA, one window per call) built while checkpoint loads
+    are counted."""
     counts = {"load": 0, "build": 0}
     load, build = ensemble_module._load_checkpoint, ensemble_module._build_network
 
@@ -178,8 +179,9 @@ def counted_predictor(tiny_bundle):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ensemble_module, "_load_checkpoint", counting_load)
         mp.setattr(ensemble_module, "_build_network", counting_build)
+        # one window per network call: nnU-Net's own loop, so the passes equal nnU-Net's
         predictor = EnsemblePredictor(tiny_bundle["bundle"], device="cpu", tta=False,
-                                      step_size=0.5, num_threads=1)
+                                      step_size=0.5, num_threads=1, window_batch_size=1)
         yield predictor, counts
 
 
@@ -290,6 +292,35 @@ def test_trainer_mismatch_is_reported(tiny_bundle, tmp_path):
     (copy / "bundle.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="trained with 'StrokeTrainerDefault'.*fix 'trainer'"):
         EnsemblePredictor(copy, verify=True)
+
+
+def test_batched_windows_match_one_window_per_call(tiny_bundle):
+    rng = np.random.default_rng(3)
+    image = rng.normal(100, 10, (24, 24, 32)).astype(np.float32)  # 2×2×3 windows of 16³
+    image[8:20, 5:15, 10:20] += 60
+    reference = EnsemblePredictor(tiny_bundle["bundle"], tta=False, num_threads=1,
+                                  folds_per_member=1, window_batch_size=1, verify=False)
+    batched = EnsemblePredictor(tiny_bundle["bundle"], tta=False, num_threads=1,
+                                folds_per_member=1, window_batch_size=5, verify=False)
+    calls = []
+    for one in batched.passes:
+        one.predictor.network.register_forward_hook(
+            lambda module, args, output: calls.append(args[0].shape[0]))
+    expected = reference.predict_probability(image, (1, 1, 1))
+    found = batched.predict_probability(image, (1, 1, 1))
+    # nnU-Net accumulates the weighted logits in float16: one unit in the last place of the
+    # sum moves these (large, random) logits' probability by up to ~3e-3
+    np.testing.assert_allclose(found, expected, atol=5e-3)
+    assert np.abs(found - expected).mean() < 1e-4
+    assert calls == [5, 5, 2] * len(batched.passes)  # 12 windows per pass, 5 per call
+
+
+def test_window_batch_size_default_and_checks(tiny_bundle):
+    predictor = EnsemblePredictor(tiny_bundle["bundle"], tta=False, verify=False)
+    # 16³ patches on CPU: the budget of two 64³ windows caps at 16 windows per call
+    assert {one.predictor.window_batch_size for one in predictor.passes} == {16}
+    with pytest.raises(ValueError, match="window_batch_size must be >= 1"):
+        EnsemblePredictor(tiny_bundle["bundle"], window_batch_size=0, verify=False)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

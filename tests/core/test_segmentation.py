@@ -37,7 +37,8 @@ class _FakePredictor:
             resolution_mm=2.0, min_component_voxels=2, connectivity=26, description="fake",
             demo=True, identity=lambda: {"name": "fake", "demo": True})
         self.threshold = 0.5
-        self.passes = [SimpleNamespace(label="m/fold_0")]
+        self.passes = [SimpleNamespace(label="m/fold_0",
+                                       predictor=SimpleNamespace(window_batch_size=2))]
         self.calls = []
 
     def predict_probability(self, image, spacing):
@@ -84,6 +85,7 @@ def test_segment_on_a_coarser_bundle_grid(tmp_path, fake_predictor):
     assert lesion[tuple(np.round(stray).astype(int))] == 0
     assert meta["MinComponentVoxels"] == 16 and meta["Demo"] is True
     assert meta["NetworkPasses"] == ["m/fold_0"] and meta["ModelResolution"] == "2 mm"
+    assert meta["SlidingWindowsPerCall"] == {"m/fold_0": 2}
     assert meta["TemplateLesionVolumeMl"] == pytest.approx(lesion.sum() / 1000)
     assert not list(tmp_path.glob(".*"))  # no temporary files left
 
