@@ -29,10 +29,13 @@ from .bundle import load_bundle
 from .postprocess import postprocess_probability
 from .templates import TEMPLATE, TEMPLATE_AFFINE, TEMPLATE_SHAPE, template_grid
 
-__all__ = ["InferenceSettings", "get_predictor", "resample_to_grid", "segment_template_t1w"]
+__all__ = ["BRAIN_MARGIN_MM", "InferenceSettings", "get_predictor", "resample_to_grid",
+           "restrict_to_brain", "segment_template_t1w"]
 
 LOGGER = logging.getLogger(__name__)
 _GRID_TOLERANCE_MM = 1e-3
+#: Lesion probability is kept up to this distance (mm) outside the brain mask.
+BRAIN_MARGIN_MM = 2.0
 
 
 @dataclass(frozen=True)
@@ -121,9 +124,51 @@ def resample_to_grid(data: np.ndarray, affine: np.ndarray, shape, target_affine:
                                     mode="constant", cval=0.0)
 
 
+def restrict_to_brain(probability: np.ndarray, brain_mask: np.ndarray, zooms,
+                      margin_mm: float = BRAIN_MARGIN_MM) -> np.ndarray:
+    """Zero the lesion probability farther than ``margin_mm`` outside the brain mask.
+
+    A stroke lesion lies in the brain; a model that has not seen some extracerebral structure
+    (the mastoid air cells of a real head, for the synthetic demo bundle) can call it lesion.
+    The margin keeps lesion borders and CSF-filled cavities that a skull-stripper trimmed.
+
+    Parameters
+    ----------
+    probability : numpy.ndarray
+        Lesion probability, 3-D, on the grid of ``brain_mask``.
+    brain_mask : numpy.ndarray
+        Brain mask on the same grid (non-zero inside).
+    zooms : sequence of float
+        Voxel sizes in mm.
+    margin_mm : float
+        Distance from the brain mask (mm, Euclidean) within which the probability is kept.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``float32`` copy of ``probability``, 0 where the distance exceeds ``margin_mm``.
+
+    Raises
+    ------
+    ValueError
+        The shapes differ or the brain mask is empty.
+    """
+    brain = np.asarray(brain_mask) > 0
+    if brain.shape != probability.shape:
+        raise ValueError(f"brain mask shape {brain.shape} differs from the probability's "
+                         f"{probability.shape}")
+    if not brain.any():
+        raise ValueError("the brain mask is empty; check the skull-stripping output")
+    restricted = np.array(probability, dtype=np.float32)
+    distance = ndimage.distance_transform_edt(~brain, sampling=[float(z) for z in zooms[:3]])
+    restricted[distance > margin_mm] = 0.0
+    return restricted
+
+
 def segment_template_t1w(std_t1w: Path | str, bundle_path: Path | str,
                          settings: InferenceSettings, out_probseg: Path | str,
-                         out_mask: Path | str) -> dict:
+                         out_mask: Path | str, brain_mask: Path | str | None = None,
+                         brain_margin_mm: float = BRAIN_MARGIN_MM) -> dict:
     """Segment a T1w on the 1 mm template grid; write the lesion probability and mask there.
 
     Parameters
@@ -138,6 +183,12 @@ def segment_template_t1w(std_t1w: Path | str, bundle_path: Path | str,
         Output lesion probability, ``float32`` in [0, 1], 1 mm template grid.
     out_mask : path
         Output lesion mask, ``uint8`` {0, 1}, same grid.
+    brain_mask : path, optional
+        Brain mask on the same grid (the native mask projected to the template). When given,
+        the probability is set to 0 farther than ``brain_margin_mm`` outside it
+        (:func:`restrict_to_brain`) before thresholding, in both outputs.
+    brain_margin_mm : float
+        Margin around the brain mask, mm.
 
     Returns
     -------
@@ -170,11 +221,27 @@ def segment_template_t1w(std_t1w: Path | str, bundle_path: Path | str,
         probability = np.clip(resample_to_grid(coarse_probability, affine, TEMPLATE_SHAPE,
                                                image.affine, order=1), 0.0, 1.0)
         min_voxels = round(bundle.min_component_voxels * resolution ** 3)
+    voxel_ml = float(abs(np.linalg.det(image.affine[:3, :3]))) / 1000.0
+    restriction = "none"
+    if brain_mask is not None:
+        brain = nib.load(str(brain_mask))
+        if brain.shape[:3] != TEMPLATE_SHAPE or not np.allclose(
+                brain.affine, image.affine, atol=_GRID_TOLERANCE_MM):
+            raise ValueError(f"{brain_mask}: brain mask not on the 1 mm {TEMPLATE} grid.")
+        unrestricted = probability
+        probability = restrict_to_brain(probability, np.asanyarray(brain.dataobj),
+                                        brain.header.get_zooms(), brain_margin_mm)
+        removed = int(((unrestricted >= predictor.threshold)
+                       & (probability < predictor.threshold)).sum())
+        restriction = {"MarginMm": brain_margin_mm,
+                       "RemovedAboveThresholdMl": round(removed * voxel_ml, 4)}
+        if removed:
+            LOGGER.info("%s: %.2f mL above threshold lay more than %g mm outside the brain "
+                        "mask and was removed.", std_t1w, removed * voxel_ml, brain_margin_mm)
     mask = postprocess_probability(probability, predictor.threshold, min_voxels,
                                    bundle.connectivity)
     _write(probability.astype(np.float32), image.affine, out_probseg, np.float32)
     _write(mask.astype(np.uint8), image.affine, out_mask, np.uint8)
-    voxel_ml = float(abs(np.linalg.det(image.affine[:3, :3]))) / 1000.0
     LOGGER.info("%s: %d lesion voxel(s) (%.2f mL in template space).", std_t1w,
                 int(mask.sum()), mask.sum() * voxel_ml)
     return {
@@ -190,6 +257,7 @@ def segment_template_t1w(std_t1w: Path | str, bundle_path: Path | str,
         "Resampling": ("none" if math.isclose(resolution, 1.0) else
                        f"T1w linearly resampled to the {resolution:g} mm grid; probability "
                        "linearly resampled back to 1 mm before thresholding"),
+        "BrainMaskRestriction": restriction,
         "Threshold": predictor.threshold,
         "MinComponentVoxels": min_voxels,
         "Connectivity": bundle.connectivity,

@@ -13,7 +13,11 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from stroke_lesion_app.core.segmentation import InferenceSettings, segment_template_t1w
+from stroke_lesion_app.core.segmentation import (
+    BRAIN_MARGIN_MM,
+    InferenceSettings,
+    segment_template_t1w,
+)
 
 
 class _SegmentLesionInputSpec(BaseInterfaceInputSpec):
@@ -26,6 +30,10 @@ class _SegmentLesionInputSpec(BaseInterfaceInputSpec):
                              desc="sliding-window step (fraction of the patch)")
     folds_per_member = traits.Int(desc="use only the first N folds of each member")
     num_threads = traits.Int(1, usedefault=True, nohash=True, desc="torch CPU threads")
+    brain_mask = File(exists=True, desc="brain mask on the same grid; lesion probability is "
+                      "set to 0 farther than brain_margin_mm outside it")
+    brain_margin_mm = traits.Float(BRAIN_MARGIN_MM, usedefault=True,
+                                   desc="margin around the brain mask (mm)")
 
 
 class _SegmentLesionOutputSpec(TraitedSpec):
@@ -49,8 +57,10 @@ class SegmentLesion(SimpleInterface):
                                      num_threads=int(self.inputs.num_threads))
         probseg = os.path.join(runtime.cwd, "lesion_probseg.nii.gz")
         mask = os.path.join(runtime.cwd, "lesion_mask.nii.gz")
+        brain_mask = self.inputs.brain_mask if isdefined(self.inputs.brain_mask) else None
         metadata = segment_template_t1w(self.inputs.std_t1w, self.inputs.bundle, settings,
-                                        probseg, mask)
+                                        probseg, mask, brain_mask=brain_mask,
+                                        brain_margin_mm=float(self.inputs.brain_margin_mm))
         self._results.update(std_lesion_probseg=probseg, std_lesion_mask=mask,
                              metadata=metadata)
         return runtime

@@ -290,7 +290,10 @@ def _connect_segmentation(single_subject_wf: pe.Workflow, *, t1w_input: T1wInput
     image_report.inputs.methods = image_report.inputs.methods + [
         lesion_seg_wf.__desc__, lesion_load_wf.__desc__]
     single_subject_wf.connect([
-        (register_template_wf, lesion_seg_wf, [("outputnode.std_t1w", "inputnode.std_t1w")]),
+        (register_template_wf, lesion_seg_wf, [("outputnode.std_t1w", "inputnode.std_t1w"),
+                                               ("outputnode.anat2std_xfm",
+                                                "inputnode.anat2std_xfm")]),
+        (anat_prep_wf, lesion_seg_wf, [("outputnode.t1w_mask", "inputnode.t1w_mask")]),
         (lesion_seg_wf, lesion_to_native_wf, [
             ("outputnode.std_lesion_probseg", "inputnode.std_lesion_probseg"),
             ("outputnode.std_lesion_mask", "inputnode.std_lesion_mask")]),

@@ -7,6 +7,8 @@ from pathlib import Path
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
+from stroke_lesion_app.core.segmentation import BRAIN_MARGIN_MM
+from stroke_lesion_app.interfaces.registration import ApplyTransform
 from stroke_lesion_app.interfaces.segmentation import SegmentLesion
 
 
@@ -21,11 +23,13 @@ def init_lesion_seg_wf(
     omp_nthreads: int = 1,
     name: str = "lesion_seg_wf",
 ) -> pe.Workflow:
-    """Segment the template-space T1w: ensemble probability, threshold, small-component rule.
+    """Segment the template-space T1w: ensemble probability, brain restriction, threshold,
+    small-component rule.
 
     Workflow Graph
     --------------
-    ``inputnode.std_t1w → segment_lesion → outputnode``
+    ``inputnode → project_brain_mask (genericLabel) → segment_lesion → outputnode``
+    (and ``inputnode.std_t1w → segment_lesion``)
 
     Parameters
     ----------
@@ -50,6 +54,11 @@ def init_lesion_seg_wf(
     ------
     std_t1w
         Bias-corrected T1w on the 1 mm MNI152NLin2009aSym grid.
+    t1w_mask
+        Brain mask, native space; projected onto the template grid (label interpolation), the
+        lesion probability is set to 0 farther than 2 mm outside it.
+    anat2std_xfm
+        T1w → template transform.
 
     Outputs
     -------
@@ -67,11 +76,13 @@ def init_lesion_seg_wf(
         "[@nnunet] ensemble member with the multi-stage cross-scale attention module "
         "[@mscsa] were averaged"
         + (" (with mirroring test-time augmentation)" if tta else "")
-        + ", thresholded and cleaned of small components as the bundle prescribes, and "
+        + f", set to zero farther than {BRAIN_MARGIN_MM:g} mm outside the brain mask, "
+        "thresholded and cleaned of small components as the bundle prescribes, and "
         "projected back onto the native T1w grid (probability: linear; mask: label "
         "interpolation)."
     )
-    inputnode = pe.Node(niu.IdentityInterface(fields=["std_t1w"]), name="inputnode")
+    inputnode = pe.Node(niu.IdentityInterface(fields=["std_t1w", "t1w_mask", "anat2std_xfm"]),
+                        name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(
         fields=["std_lesion_probseg", "std_lesion_mask", "segmentation_metadata"]),
         name="outputnode")
@@ -81,7 +92,13 @@ def init_lesion_seg_wf(
         name="segment_lesion", n_procs=omp_nthreads, mem_gb=3)
     if folds_per_member is not None:
         segment_lesion.inputs.folds_per_member = folds_per_member
+    project_brain_mask = pe.Node(
+        ApplyTransform(interpolation="genericLabel", num_threads=omp_nthreads),
+        name="project_brain_mask", n_procs=omp_nthreads)
     lesion_seg_wf.connect([
+        (inputnode, project_brain_mask, [("t1w_mask", "in_file"), ("std_t1w", "reference"),
+                                         ("anat2std_xfm", "transform")]),
+        (project_brain_mask, segment_lesion, [("out_file", "brain_mask")]),
         (inputnode, segment_lesion, [("std_t1w", "std_t1w")]),
         (segment_lesion, outputnode, [("std_lesion_probseg", "std_lesion_probseg"),
                                       ("std_lesion_mask", "std_lesion_mask"),

@@ -12,6 +12,7 @@ from stroke_lesion_app.core import segmentation
 from stroke_lesion_app.core.segmentation import (
     InferenceSettings,
     resample_to_grid,
+    restrict_to_brain,
     segment_template_t1w,
 )
 from stroke_lesion_app.core.templates import TEMPLATE_AFFINE, TEMPLATE_SHAPE, template_grid
@@ -88,6 +89,49 @@ def test_segment_on_a_coarser_bundle_grid(tmp_path, fake_predictor):
     assert meta["SlidingWindowsPerCall"] == {"m/fold_0": 2}
     assert meta["TemplateLesionVolumeMl"] == pytest.approx(lesion.sum() / 1000)
     assert not list(tmp_path.glob(".*"))  # no temporary files left
+
+
+def test_brain_mask_removes_lesion_outside_the_brain(tmp_path, fake_predictor):
+    t1w = tmp_path / "std_t1w.nii.gz"
+    nib.Nifti1Image(np.ones(TEMPLATE_SHAPE, np.float32), TEMPLATE_AFFINE).to_filename(t1w)
+    meta = segment_template_t1w(t1w, tmp_path, InferenceSettings(), tmp_path / "p0.nii.gz",
+                                tmp_path / "m0.nii.gz")
+    lesion = np.asarray(nib.load(tmp_path / "m0.nii.gz").dataobj) > 0
+    assert meta["BrainMaskRestriction"] == "none" and lesion.sum() == 7 ** 3
+    # a brain mask ending 1 mm before the lesion block keeps it (2 mm margin); one ending
+    # 5 mm before it removes it, from the probability and from the mask
+    rows = np.flatnonzero(lesion.any(axis=(1, 2)))
+    for gap, kept in ((1, True), (5, False)):
+        brain = np.zeros(TEMPLATE_SHAPE, np.uint8)
+        brain[: rows[0] - gap] = 1
+        brain_file = tmp_path / f"brain{gap}.nii.gz"
+        nib.Nifti1Image(brain, TEMPLATE_AFFINE).to_filename(brain_file)
+        meta = segment_template_t1w(t1w, tmp_path, InferenceSettings(), tmp_path / "p.nii.gz",
+                                    tmp_path / "m.nii.gz", brain_mask=brain_file)
+        restricted = np.asarray(nib.load(tmp_path / "m.nii.gz").dataobj) > 0
+        probability = nib.load(tmp_path / "p.nii.gz").get_fdata()
+        assert meta["BrainMaskRestriction"]["MarginMm"] == 2.0
+        if kept:
+            assert 0 < restricted.sum() < lesion.sum()  # the part within 2 mm of the brain
+            assert not restricted[rows[0] + 2:].any()
+        else:
+            assert not restricted.any() and probability[lesion].max() == 0
+            assert meta["BrainMaskRestriction"]["RemovedAboveThresholdMl"] > 0.3
+        assert meta["TemplateLesionVolumeMl"] == pytest.approx(restricted.sum() / 1000)
+
+
+def test_restrict_to_brain_uses_millimetres():
+    probability = np.ones((9, 9, 9), np.float32)
+    brain = np.zeros((9, 9, 9), bool)
+    brain[:3] = True
+    kept = restrict_to_brain(probability, brain, (1.0, 1.0, 1.0), margin_mm=2.0) > 0
+    assert kept[:5].all() and not kept[5:].any()  # rows 3 and 4 lie 1 and 2 mm away
+    kept = restrict_to_brain(probability, brain, (2.0, 1.0, 1.0), margin_mm=2.0) > 0
+    assert kept[:4].all() and not kept[4:].any()  # 2 mm voxels along the first axis
+    with pytest.raises(ValueError, match="brain mask is empty"):
+        restrict_to_brain(probability, np.zeros_like(brain), (1, 1, 1))
+    with pytest.raises(ValueError, match="differs"):
+        restrict_to_brain(probability, brain[:8], (1, 1, 1))
 
 
 def test_input_off_the_template_grid_is_refused(tmp_path, fake_predictor):

@@ -41,7 +41,8 @@ MANUAL_LESION_NODES = [
     "ds_lesion_load_wf.ds_std_lesion_mask",
 ]
 SEGMENTATION_NODES = [
-    "lesion_seg_wf.segment_lesion", "lesion_to_native_wf.project_probseg",
+    "lesion_seg_wf.project_brain_mask", "lesion_seg_wf.segment_lesion",
+    "lesion_to_native_wf.project_probseg",
     "lesion_to_native_wf.project_mask", "ds_segmentation_wf.ds_std_lesion_probseg",
     "ds_segmentation_wf.ds_std_lesion_mask", "ds_segmentation_wf.ds_lesion_probseg",
     "ds_segmentation_wf.ds_lesion_mask", "lesion_load_wf.lesion_load",
