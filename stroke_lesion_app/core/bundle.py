@@ -211,16 +211,21 @@ def _resolve(path_or_name: str | os.PathLike, models_dir) -> Path:
     candidate = Path(path_or_name).expanduser()
     if candidate.is_file() and candidate.name == BUNDLE_FILENAME:
         return candidate.parent.resolve()
-    if candidate.is_dir():
+    name = str(path_or_name)
+    bare_name = os.sep not in name and "/" not in name and name not in (".", "..")
+    # a bare name is a folder of the working directory only if that folder is a bundle: `make
+    # demo` runs the app next to its output folder demo/, and --model demo means the bundle
+    if candidate.is_dir() and (not bare_name or (candidate / BUNDLE_FILENAME).is_file()):
         return candidate.resolve()
     if candidate.suffix == ".zip":
         raise BundleError(f"{candidate}: zipped bundles are not supported yet; unzip it and "
                           f"pass the folder holding {BUNDLE_FILENAME}.")
-    name = str(path_or_name)
-    if os.sep not in name and "/" not in name:
+    if bare_name:
         for folder in bundle_search_path(models_dir):
             if (folder / name).is_dir():
                 return (folder / name).resolve()
+    if candidate.is_dir():  # load_bundle then names its missing bundle.json
+        return candidate.resolve()
     searched = ", ".join(str(f) for f in bundle_search_path(models_dir)) or "none"
     raise BundleError(f"{path_or_name}: no such model bundle (a folder with {BUNDLE_FILENAME}); "
                       f"pass a bundle folder or a name found in ${MODELS_ENV_VAR} "

@@ -33,7 +33,7 @@ def default_window_batch_size(device: str, patch_size: Sequence[int]) -> int:
     """Windows per network call when the user gives none, from the device and the patch size.
 
     Measured (``benchmarks/results/segmentation_{cpu,cuda}.md``, part w): on 2 CPU threads two
-    64³ windows per call were 20 % faster than one, four no faster than two; on a GPU (H200) 16
+    64³ windows per call were 22 % faster than one, four no faster than two; on a GPU (H200) 16
     windows of 64³ per call were 5× faster than one, and 4 windows of 128³ 1.3× faster
     (6.9 GB of GPU memory; 8 windows gained little more for twice the memory). Hence about two
     64³ windows' voxels per call on a CPU and about four 128³ windows' voxels on a GPU, at

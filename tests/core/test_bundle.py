@@ -73,6 +73,23 @@ def test_bundle_found_by_name(tmp_path, monkeypatch):
         load_bundle("nonexistent")
 
 
+def test_name_wins_over_a_working_directory_folder_that_is_no_bundle(tmp_path, monkeypatch):
+    # `make demo` runs the app beside its output folder demo/: --model demo is the package's
+    (tmp_path / "demo" / "bids").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(MODELS_ENV_VAR, raising=False)
+    assert load_bundle("demo").root != (tmp_path / "demo").resolve()
+    assert load_bundle("demo").name == "demo"
+    # as a path, or when that folder is a bundle, the folder is meant
+    with pytest.raises(BundleError, match=r"demo/bundle.json: missing"):
+        load_bundle("./demo")
+    make_bundle(tmp_path / "demo")
+    assert load_bundle("demo").root == (tmp_path / "demo").resolve()
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(BundleError, match=r"plain/bundle.json: missing"):
+        load_bundle("plain")
+
+
 def _drop(key):
     return lambda m: m.pop(key)
 
