@@ -323,14 +323,21 @@ def test_window_batch_size_default_and_checks(tiny_bundle):
         EnsemblePredictor(tiny_bundle["bundle"], window_batch_size=0, verify=False)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu(tiny_bundle, counted_predictor):
     cpu, _ = counted_predictor
-    gpu = EnsemblePredictor(tiny_bundle["bundle"], device="cuda", tta=False, verify=False)
     image = np.asarray(nib.load(tiny_bundle["image"]).dataobj, dtype=np.float32)
-    # CUDA runs under nnU-Net's float16 autocast
-    np.testing.assert_allclose(gpu.predict_probability(image, (1, 1, 1)),
-                               cpu.predict_probability(image, (1, 1, 1)), atol=2e-2)
+    expected = cpu.predict_probability(image, (1, 1, 1))
+    found = {size: EnsemblePredictor(tiny_bundle["bundle"], device="cuda", tta=False,
+                                     verify=False, window_batch_size=size
+                                     ).predict_probability(image, (1, 1, 1))
+             for size in (1, None)}  # None: the GPU default, 16 windows of 16³ per call
+    # CUDA runs under nnU-Net's float16 autocast, and the test members' logits are large
+    # (their segmentation layers are scaled by 20): a few hundredths at the worst voxel
+    for probability in found.values():
+        np.testing.assert_allclose(probability, expected, atol=5e-2)
+        assert np.abs(probability - expected).mean() < 2e-3
 
 
 def test_nothing_printed(tiny_bundle, capfd):

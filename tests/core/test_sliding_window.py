@@ -27,16 +27,17 @@ def test_default_window_batch_size(device, patch, expected):
     assert default_window_batch_size(device, patch) == expected
 
 
-def _predictor(window_batch_size: int, mirroring: bool, network: torch.nn.Module | None = None):
-    """The batched predictor around a two-layer 3-D CNN on 8³ patches, on CPU."""
+def _predictor(window_batch_size: int, mirroring: bool, network: torch.nn.Module | None = None,
+               device: str = "cpu"):
+    """The batched predictor around a two-layer 3-D CNN on 8³ patches."""
     predictor = batched_predictor_class()(
         tile_step_size=0.5, use_gaussian=True, use_mirroring=mirroring,
-        perform_everything_on_device=False, device=torch.device("cpu"), verbose=False,
-        verbose_preprocessing=False, allow_tqdm=False)
+        perform_everything_on_device=device != "cpu", device=torch.device(device),
+        verbose=False, verbose_preprocessing=False, allow_tqdm=False)
     torch.manual_seed(0)
-    predictor.network = network or torch.nn.Sequential(
+    predictor.network = (network or torch.nn.Sequential(
         torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.LeakyReLU(),
-        torch.nn.Conv3d(4, 2, 3, padding=1)).eval()
+        torch.nn.Conv3d(4, 2, 3, padding=1))).to(device).eval()
     predictor.configuration_manager = SimpleNamespace(patch_size=list(PATCH))
     predictor.label_manager = SimpleNamespace(num_segmentation_heads=2)
     predictor.allowed_mirroring_axes = (0, 1, 2)
@@ -50,9 +51,10 @@ def _logits(predictor, data: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
     handle = predictor.network.register_forward_pre_hook(  # also sees calls that fail
         lambda module, args: calls.append(args[0].shape[0]))
     slicers = predictor._internal_get_sliding_window_slicers(data.shape[1:])
-    logits = predictor._internal_predict_sliding_window_return_logits(data, slicers, False)
+    on_device = predictor.device.type == "cuda"
+    logits = predictor._internal_predict_sliding_window_return_logits(data, slicers, on_device)
     handle.remove()
-    return logits.float(), calls
+    return logits.float().cpu(), calls
 
 
 @pytest.mark.parametrize("mirroring", [False, True])
@@ -69,6 +71,19 @@ def test_batched_windows_equal_nnunet_loop(window_batch_size, mirroring):
     per_call = [min(window_batch_size, windows - start)
                 for start in range(0, windows, window_batch_size)]
     assert calls == [n for n in per_call for _ in range(8 if mirroring else 1)]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_batched_windows_on_cuda_equal_cpu_loop():
+    data = torch.randn(1, 20, 17, 24, generator=torch.Generator().manual_seed(1))
+    reference, _ = _logits(_predictor(1, True), data)
+    one, _ = _logits(_predictor(1, True, device="cuda"), data)
+    batched, calls = _logits(_predictor(16, True, device="cuda"), data)
+    # TF32 convolutions on the GPU, float16 accumulation everywhere
+    torch.testing.assert_close(one, reference, rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(batched, one, rtol=5e-3, atol=5e-3)
+    assert calls == [n for n in (16,) * 5 for _ in range(8)]  # 80 windows, 16 per call
 
 
 def test_one_window_per_call_is_nnunet_own_loop():
