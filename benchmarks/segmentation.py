@@ -127,6 +127,13 @@ def _instrument(predictor, device: str = "cpu") -> dict:
     return stats
 
 
+def _peak_gpu_bytes(device: str) -> int | None:
+    """``torch.cuda.max_memory_allocated()`` of this worker on ``cuda``; ``None`` on CPU."""
+    import torch
+
+    return torch.cuda.max_memory_allocated() if device == "cuda" else None
+
+
 def _dice(mask, truth) -> float | None:
     import numpy as np
 
@@ -175,7 +182,7 @@ def run_segment(cfg: dict) -> dict:
         "params": sum(p.numel() for one in predictor.passes
                       for p in one.predictor.network.parameters()),
         "load_average": os.getloadavg(), "peak_rss_bytes": status_kb("VmHWM") * 1024,
-        "peak_gpu_bytes": torch.cuda.max_memory_allocated() if device == "cuda" else None,
+        "peak_gpu_bytes": _peak_gpu_bytes(device),
     }
 
 
@@ -207,7 +214,7 @@ def run_ensemble(cfg: dict) -> dict:
         "worker_s": time.perf_counter() - start, "passes": [p.label for p in predictor.passes],
         **stats, "load_average": os.getloadavg(),
         "peak_rss_bytes": status_kb("VmHWM") * 1024,
-        "peak_gpu_bytes": torch.cuda.max_memory_allocated() if device == "cuda" else None,
+        "peak_gpu_bytes": _peak_gpu_bytes(device),
     }
 
 
@@ -259,7 +266,7 @@ def run_windows(cfg: dict) -> dict:
         "forward_calls": stats["forward_calls"], "forward_s": stats["forward_s"],
         "windows": stats["windows"][-1:], "patch_sizes": stats["patch_sizes"][-1:],
         "peak_rss_bytes": status_kb("VmHWM") * 1024,
-        "peak_gpu_bytes": torch.cuda.max_memory_allocated() if device == "cuda" else None,
+        "peak_gpu_bytes": _peak_gpu_bytes(device),
     }
 
 
@@ -746,8 +753,9 @@ def write_markdown(path: Path, info: dict, results: dict, args) -> None:
     if "w" in results:
         lines += _markdown_w(results["w"], info["threads"], gpu)
     text = "\n".join(lines) + "\n"
-    if path.is_file() and READING_MARKER in path.read_text():  # keep the hand-written reading
-        text += "\n" + path.read_text()[path.read_text().index(READING_MARKER):]
+    previous = path.read_text() if path.is_file() else ""
+    if READING_MARKER in previous:  # keep the hand-written reading
+        text += "\n" + previous[previous.index(READING_MARKER):]
     path.write_text(text)
 
 

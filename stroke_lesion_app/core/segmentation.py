@@ -77,7 +77,6 @@ class InferenceSettings:
         """Settings as recorded in the outputs' sidecars."""
         return {"Device": self.device, "TestTimeAugmentation": "mirroring" if self.tta else "none",
                 "SlidingWindowStep": self.step_size,
-                "SlidingWindowsPerCall": self.window_batch_size or "auto",
                 "FoldsPerMember": self.folds_per_member or "all"}
 
 
