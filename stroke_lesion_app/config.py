@@ -7,7 +7,7 @@ Sections, as in fMRIPrep's ``config.py``:
 ``nipype``
     how to execute (plugin, plugin arguments, processes, threads, memory, crash behaviour).
 ``workflow``
-    what the pipeline does (model bundle, device).
+    what the pipeline does (model bundle, device, inference options, atlases).
 
 The settings are a plain dataclass (no module-level state), dumped as TOML into every subject's
 ``log/<run_uuid>/`` folder so a run can be inspected and repeated.
@@ -27,6 +27,7 @@ from typing import Any
 import tomli_w
 
 from stroke_lesion_app import __version__
+from stroke_lesion_app.core.atlases import Atlas
 
 #: Named loggers: use these, never ``print``.
 LOGGERS = {
@@ -93,7 +94,7 @@ class WorkflowSettings:
     device: str = "auto"
     skull_strip: str = "auto"
     registration: str = "affine"
-    atlases: list[str] = field(default_factory=list)
+    atlases: list[Atlas] = field(default_factory=list)
     #: ``model``: segment with the bundle; ``manual``: measure the dataset's own lesion masks.
     lesion_source: str = "model"
     tta: bool = True
@@ -101,13 +102,13 @@ class WorkflowSettings:
     #: ``--fast``: no TTA, step 1.0, one fold per member.
     fast: bool = False
 
-    def resolved_device(self) -> str:
-        """``cuda`` when asked for, or when ``auto`` and torch sees a GPU; else ``cpu``."""
-        if self.device != "auto":
-            return self.device
-        import torch
+    def inference_settings(self):
+        """The :class:`~stroke_lesion_app.core.segmentation.InferenceSettings` of these options
+        (``--fast`` applied; the device left as given, to be decided where the networks run)."""
+        from stroke_lesion_app.core.segmentation import InferenceSettings
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return InferenceSettings.from_options(device=self.device, tta=self.tta,
+                                              step_size=self.step_size, fast=self.fast)
 
 
 @dataclass
@@ -139,11 +140,9 @@ class Config:
 
     def to_filename(self, path: Path | str) -> Path:
         """Write the settings as TOML (atomically) and return the path."""
-        from stroke_lesion_app.core.bids import atomic_path
+        from stroke_lesion_app.core.fileio import write_text_atomic
 
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(tomli_w.dumps(self.to_dict()).encode())
-        return Path(path)
+        return write_text_atomic(path, tomli_w.dumps(self.to_dict()))
 
     @classmethod
     def load(cls, path: Path | str) -> "Config":
@@ -157,5 +156,10 @@ class Config:
             for item in fields(section_type):
                 if item.name in values and item.name.endswith("_dir"):
                     values[item.name] = Path(values[item.name])
+            if name == "workflow" and "atlases" in values:
+                values["atlases"] = [
+                    Atlas(entry["name"], Path(entry["image"]),
+                          Path(entry["labels"]) if entry.get("labels") else None)
+                    for entry in values["atlases"]]
             sections[name] = section_type(**values)
         return cls(**sections)

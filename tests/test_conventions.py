@@ -15,7 +15,7 @@ MODULES = sorted(PACKAGE.rglob("*.py"))
 #: layer → packages it must never import
 FORBIDDEN_IMPORTS = {
     "core": ("stroke_lesion_app.workflows", "stroke_lesion_app.interfaces",
-             "stroke_lesion_app.cli", "nipype", "click"),
+             "stroke_lesion_app.cli", "stroke_lesion_app.training", "nipype", "click"),
     "nets": ("stroke_lesion_app.workflows", "stroke_lesion_app.interfaces",
              "stroke_lesion_app.cli", "stroke_lesion_app.core", "nnunetv2", "nipype"),
     "training": ("stroke_lesion_app.workflows", "stroke_lesion_app.interfaces",
@@ -106,12 +106,17 @@ def _build_with_defaults(factory, tmp_path):
                "t1w_input": T1wInput(tmp_path / "sub-01_T1w.nii.gz", {"subject": "01"})}
     import inspect
 
+    from stroke_lesion_app.core.bundle import load_bundle
+
+    optional = {"bundle": load_bundle("demo")}  # factories that segment need a bundle object
     kwargs = {}
     for parameter in inspect.signature(factory).parameters.values():
         if parameter.default is inspect.Parameter.empty:
             if parameter.name not in samples:
                 return None
             kwargs[parameter.name] = samples[parameter.name]
+        elif parameter.default is None and parameter.name in optional:
+            kwargs[parameter.name] = optional[parameter.name]
     return factory(**kwargs)
 
 

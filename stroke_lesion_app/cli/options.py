@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from stroke_lesion_app.config import NIPYPE_PLUGINS
+from stroke_lesion_app.core.atlases import Atlas
 
 _LABEL = re.compile(r"^[A-Za-z0-9]+$")
 
@@ -132,18 +133,12 @@ registration = click.option(
     show_default=True,
     help="Registration to MNI152NLin2009aSym: affine (as ATLAS v2.0) or affine + SyN; a raw "
          "lesion mask (_label-lesion_roi) is excluded from the metric.")
-def _atlases(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[str]:
-    """Check ``NAME=IMAGE[:LABELS]`` values: a name, an existing image and label table."""
-    for item in value:
-        name, separator, rest = item.partition("=")
-        image, _, labels = rest.partition(":")
-        if not separator or not name.isidentifier() or not image:
-            raise click.BadParameter(f"{item!r}: write NAME=IMAGE[:LABELS.tsv], e.g. "
-                                     "AAL=/atlases/aal.nii.gz:/atlases/aal.tsv")
-        for path in filter(None, (image, labels)):
-            if not Path(path).is_file():
-                raise click.BadParameter(f"{path}: file not found (in {item!r}).")
-    return list(value)
+def _atlases(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[Atlas]:
+    """Parse ``NAME=IMAGE[:LABELS]`` values (a name, an existing image and label table)."""
+    try:
+        return [Atlas.parse(item) for item in value]
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
 
 
 atlas = click.option(

@@ -164,36 +164,46 @@ def _nipype_logging(verbose: int) -> dict[str, str]:
     return {"workflow_level": level, "interface_level": level, "utils_level": level}
 
 
-def check_device(device: str) -> None:
-    """Refuse ``--device cuda`` when torch sees no CUDA device (one-line reason)."""
-    if device != "cuda":
-        return
-    import torch
-
-    if not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is visible (torch "
-                         f"{torch.__version__}); use --device cpu or auto, or run the container "
-                         "with --gpus all / apptainer --nv.")
+#: Plugins whose nodes run on this machine: there ``--device cuda`` is checked before any node.
+LOCAL_PLUGINS = ("MultiProc", "Linear")
 
 
-def check_model(config: Config) -> None:
-    """Find and verify the ``--model`` bundle before any subject runs; store its path.
+def check_device(config: Config) -> None:
+    """Refuse ``--device cuda`` up front when the nodes run here and torch sees no GPU.
+
+    ``auto`` is never decided here: the skull-stripping and segmentation nodes decide it on
+    the machine that runs them (a GPU compute node under ``--plugin SLURM``), where ``cuda``
+    is checked again.
+    """
+    if config.workflow.device == "cuda" and config.nipype.plugin in LOCAL_PLUGINS:
+        from stroke_lesion_app.core.device import resolve_device
+
+        resolve_device("cuda")
+
+
+def load_model(config: Config):
+    """Find, parse and verify the ``--model`` bundle once, before any subject runs.
 
     The manifest, member folders, folds and checkpoint checksums are checked
     (:func:`~stroke_lesion_app.core.bundle.validate_bundle`); any problem is a one-line
     :class:`~stroke_lesion_app.core.bundle.BundleError`. ``config.workflow.model`` becomes the
     bundle's absolute folder, so the settings dump records exactly which bundle ran.
+
+    Returns
+    -------
+    ModelBundle or None
+        The bundle the workflow receives (``None`` with ``--lesion-source manual``).
     """
     if config.workflow.lesion_source != "model":
-        return
+        return None
     from stroke_lesion_app.core.bundle import load_bundle, validate_bundle
 
-    bundle = load_bundle(config.workflow.model)
-    validate_bundle(bundle)
+    bundle = validate_bundle(load_bundle(config.workflow.model))
     LOGGER.info("Model bundle %s %s (%s)%s.", bundle.name, bundle.version, bundle.root,
                 ": a synthetic-data demo, not for research or clinical use" if bundle.demo
                 else "")
     config.workflow.model = str(bundle.root)
+    return bundle
 
 
 def run_participant(config: Config) -> ParticipantResult:
@@ -210,8 +220,8 @@ def run_participant(config: Config) -> ParticipantResult:
     execution = config.execution
     from stroke_lesion_app.core.brainmask import resolve_method
 
-    check_device(config.workflow.device)
-    check_model(config)
+    check_device(config)
+    bundle = load_model(config)
     resolve_method(config.workflow.skull_strip)
     bids_dir = bids_core.check_bids_dir(execution.bids_dir,
                                         validate=not execution.skip_bids_validation)
@@ -244,12 +254,12 @@ def run_participant(config: Config) -> ParticipantResult:
     bids_core.write_dataset_description(execution.output_dir, bids_dir, execution.version)
     if not runnable:
         return ParticipantResult([], failed)
-    succeeded, crashed = _run_workflow(config, runnable)
+    succeeded, crashed = _run_workflow(config, runnable, bundle)
     failed.update(crashed)
     return ParticipantResult(succeeded, failed)
 
 
-def _run_workflow(config: Config, runnable) -> tuple[list[str], dict[str, str]]:
+def _run_workflow(config: Config, runnable, bundle) -> tuple[list[str], dict[str, str]]:
     from nipype import config as nipype_config
     from nipype import logging as nipype_logging
 
@@ -273,7 +283,8 @@ def _run_workflow(config: Config, runnable) -> tuple[list[str], dict[str, str]]:
     nipype_logging.update_logging(nipype_config)
     for name in ("nipype.workflow", "nipype.interface", "nipype.utils"):
         logging.getLogger(name).propagate = False
-    workflow = init_stroke_lesion_wf(config=config, inputs=runnable)
+    workflow = init_stroke_lesion_wf(config=config, inputs=runnable, bundle=bundle,
+                                     inference=config.workflow.inference_settings())
     LOGGER.info("Processing %d image(s) with Nipype %s (%s)", len(runnable),
                 config.nipype.plugin, config.nipype.plugin_settings()["plugin_args"])
     try:
@@ -290,19 +301,30 @@ def _run_workflow(config: Config, runnable) -> tuple[list[str], dict[str, str]]:
                    if not path.exists()]
         if own_crashes or missing:
             failed[t1w_input.name] = (
-                f"crashed, see {own_crashes[0]}" if own_crashes
+                f"{crash_reason(own_crashes[0])} (crash file: {own_crashes[0]})" if own_crashes
                 else f"did not produce {missing[0]}; re-run with -v and check {execution.work_dir}")
         else:
             succeeded.append(t1w_input.name)
     for subject in sorted({t1w_input.entities["subject"] for t1w_input in runnable}):
-        report = assemble_subject_report(execution.output_dir, subject, _report_header(config))
+        report = assemble_subject_report(execution.output_dir, subject,
+                                         _report_header(config, bundle))
         if report:
             LOGGER.info("Report: %s", report)
     LOGGER.info("Outputs: %s", execution.output_dir)
     return succeeded, failed
 
 
-def _report_header(config: Config) -> str:
+def crash_reason(crash_file: Path) -> str:
+    """The last meaningful line of a Nipype crash file: the exception and its message."""
+    try:
+        lines = [line.strip() for line in crash_file.read_text(errors="replace").splitlines()]
+    except OSError:
+        return "crashed"
+    lines = [line for line in lines if line and not line.startswith(("Traceback", "File ", "^"))]
+    return lines[-1] if lines else "crashed"
+
+
+def _report_header(config: Config, bundle) -> str:
     """Top of every subject page: version, run id, the lesion source and any demo warning."""
     import html
 
@@ -312,9 +334,8 @@ def _report_header(config: Config) -> str:
     if config.workflow.lesion_source == "manual":
         return header + ("<p>Segmentation was turned off (<code>--lesion-source manual</code>): "
                          "lesion measures come from the manual masks of the input dataset.</p>")
-    from stroke_lesion_app.core.bundle import DEMO_WARNING, load_bundle
+    from stroke_lesion_app.core.bundle import DEMO_WARNING
 
-    bundle = load_bundle(config.workflow.model)
     header += (f"<p>Lesions segmented by model bundle <b>{html.escape(bundle.name)} "
                f"{html.escape(bundle.version)}</b>: {html.escape(bundle.description)}</p>")
     if bundle.demo:

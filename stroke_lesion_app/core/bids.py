@@ -23,7 +23,9 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
+
+from .fileio import atomic_path, write_json_atomic
 
 LOGGER = logging.getLogger("stroke_lesion_app.bids")
 
@@ -210,36 +212,8 @@ def figure_name(source_entities: Mapping[str, Any], desc: str, extension: str = 
 
 
 # --------------------------------------------------------------------------------------------
-# Atomic writing
+# Staged folders and copies (atomic writers: :mod:`.fileio`)
 # --------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def atomic_path(final_path: Path | str) -> Iterator[Path]:
-    """Yield a temporary path beside ``final_path``; rename it into place only on success.
-
-    A crash while writing leaves no file under the final name, so a partial output never looks
-    complete. The temporary name keeps the extension (``.nii.gz`` writers choose the
-    compression from it).
-    """
-    final_path = Path(final_path)
-    final_path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(final_path.suffixes) or ".tmp"
-    handle, tmp_name = tempfile.mkstemp(
-        prefix=f".{final_path.name.split('.')[0]}.", suffix=suffix, dir=final_path.parent
-    )
-    os.close(handle)
-    tmp_path = Path(tmp_name)
-    try:
-        yield tmp_path
-        # mkstemp creates owner-only files; give the final file the usual umask permissions
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)
-        os.replace(tmp_path, final_path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
 def replace_directory(staged: Path, final: Path) -> Path:
     """Move a fully written ``staged`` folder to ``final``, replacing an older ``final``.
 
@@ -259,9 +233,7 @@ def replace_directory(staged: Path, final: Path) -> Path:
 
 def write_json(path: Path | str, data: Mapping[str, Any]) -> Path:
     """Write ``data`` as indented JSON, atomically; returns the final path."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-    return Path(path)
+    return write_json_atomic(path, data, default=str)
 
 
 def copy_atomic(src: Path | str, dst: Path | str) -> Path:

@@ -47,6 +47,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .components import CONNECTIVITIES
+from .fileio import write_json_atomic
+
 __all__ = [
     "BUNDLE_FILENAME",
     "BundleError",
@@ -76,7 +79,6 @@ DEFAULT_SPACE = "MNI152NLin2009aSym"
 DEMO_WARNING = ("Model bundle marked as demo: a synthetic-data demo, not for research or "
                 "clinical use. Its lesion masks show that the pipeline runs; they are not "
                 "measurements.")
-CONNECTIVITIES = (6, 18, 26)
 
 _REQUIRED_KEYS = ("name", "version", "space", "resolution_mm", "modality", "threshold",
                   "min_component_voxels", "connectivity", "members")
@@ -160,6 +162,8 @@ class ModelBundle:
     training_data: str = ""
     demo: bool = False
     manifest: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    #: sha256 of ``bundle.json`` as read by :func:`load_bundle` (provenance; no second read).
+    manifest_sha256: str = ""
 
     @property
     def manifest_path(self) -> Path:
@@ -170,7 +174,7 @@ class ModelBundle:
         """What outputs record as provenance: name, version, space, demo flag, manifest sha256."""
         return {"name": self.name, "version": self.version, "space": self.space,
                 "resolution_mm": self.resolution_mm, "demo": self.demo,
-                "path": str(self.root), "manifest_sha256": file_sha256(self.manifest_path),
+                "path": str(self.root), "manifest_sha256": self.manifest_sha256,
                 "members": [{"name": m.name, "trainer": m.trainer, "folds": list(m.folds),
                              "weight": m.weight} for m in self.members]}
 
@@ -273,6 +277,11 @@ def _parse_member(entry, index: int, root: Path, manifest: Path) -> BundleMember
     )
 
 
+def _read_manifest(path: Path) -> bytes:
+    """The bytes of a ``bundle.json`` (the one place a manifest is read)."""
+    return path.read_bytes()
+
+
 def load_bundle(path_or_name: str | os.PathLike,
                 models_dir: str | os.PathLike | None = None) -> ModelBundle:
     """Read a bundle's manifest and check its structure (its files: :func:`validate_bundle`).
@@ -299,8 +308,9 @@ def load_bundle(path_or_name: str | os.PathLike,
     if not manifest_path.is_file():
         raise BundleError(f"{manifest_path}: missing; a model bundle needs a {BUNDLE_FILENAME} "
                           f"manifest (write one with write_bundle_manifest).")
+    raw = _read_manifest(manifest_path)
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifest = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise BundleError(f"{manifest_path}: not valid JSON ({error}); fix the syntax.") from None
     if not isinstance(manifest, Mapping):
@@ -322,7 +332,8 @@ def load_bundle(path_or_name: str | os.PathLike,
                           f"got {min_voxels}.")
     connectivity = _number(manifest["connectivity"], "connectivity", manifest_path, integer=True)
     if connectivity not in CONNECTIVITIES:
-        raise BundleError(f"{manifest_path}: 'connectivity' must be one of {CONNECTIVITIES}, "
+        raise BundleError(f"{manifest_path}: 'connectivity' must be one of "
+                          f"{tuple(CONNECTIVITIES)}, "
                           f"got {connectivity}.")
     entries = manifest["members"]
     if not isinstance(entries, list) or not entries:
@@ -339,6 +350,7 @@ def load_bundle(path_or_name: str | os.PathLike,
         licence=str(manifest.get("licence", "")),
         training_data=str(manifest.get("training_data", "")),
         demo=bool(manifest.get("demo", False)), manifest=manifest,
+        manifest_sha256=hashlib.sha256(raw).hexdigest(),
     )
 
 
@@ -470,8 +482,4 @@ def write_bundle_manifest(bundle_dir: str | os.PathLike, *, name: str, version: 
         "min_component_voxels": min_component_voxels, "connectivity": connectivity,
         "licence": licence, "training_data": training_data, "demo": demo, "members": entries,
     }
-    path = bundle_dir / BUNDLE_FILENAME
-    tmp = path.with_name(f".{BUNDLE_FILENAME}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_json_atomic(bundle_dir / BUNDLE_FILENAME, manifest)

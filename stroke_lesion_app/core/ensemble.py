@@ -8,7 +8,7 @@ the manifest's weights (normalised; a member's weight is split equally over its 
 
 Every network is built once, in :class:`EnsemblePredictor`'s constructor: we build it
 ourselves from the plans with the trainer's ``build_network_architecture`` (our trainers are
-found through :func:`stroke_lesion_app.training.trainers.find_trainer_class`), load the
+found through :func:`stroke_lesion_app.core.nnunet_lookup.find_trainer_class`), load the
 checkpoint's weights and hand it to ``manual_initialization`` of an ``nnUNetPredictor``
 subclass that only batches the sliding windows (:mod:`.sliding_window`); nnU-Net itself is
 never patched.
@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from .bundle import BundleError, BundleMember, ModelBundle, load_bundle, validate_bundle
+from .fileio import write_nifti_atomic
 from .postprocess import postprocess_probability
 from .sliding_window import batched_predictor_class, default_window_batch_size
 
@@ -219,7 +220,7 @@ class EnsemblePredictor:
         from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
         from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-        from stroke_lesion_app.training.trainers import find_trainer_class
+        from stroke_lesion_app.core.nnunet_lookup import find_trainer_class
 
         plans = json.loads((member.folder / "plans.json").read_text())
         dataset_json = json.loads((member.folder / "dataset.json").read_text())
@@ -424,7 +425,4 @@ def _write_like(reference, data: np.ndarray, path: Path, dtype) -> None:
     out.header.set_slope_inter(1.0, 0.0)
     out.set_qform(reference.affine, code=int(reference.header["qform_code"]) or 1)
     out.set_sform(reference.affine, code=int(reference.header["sform_code"]) or 1)
-    suffix = "".join(path.suffixes) or ".nii.gz"
-    tmp = path.with_name(f".{path.name.split('.')[0]}.tmp{suffix}")
-    out.to_filename(str(tmp))
-    os.replace(tmp, path)
+    write_nifti_atomic(out, path)

@@ -21,6 +21,7 @@ import pandas as pd
 from stroke_lesion_app.core import bids as bids_core
 from stroke_lesion_app.core import reports
 from stroke_lesion_app.core.bundle import DEMO_WARNING
+from stroke_lesion_app.core.fileio import atomic_path, write_text_atomic
 
 LOGGER = logging.getLogger("stroke_lesion_app.group")
 
@@ -139,7 +140,7 @@ def _volume_histogram(table: pd.DataFrame, out_file: Path) -> Path:
     axis.set_xlabel("lesion volume (mL, native space)")
     axis.set_ylabel("images")
     figure.tight_layout()
-    with bids_core.atomic_path(out_file) as tmp:
+    with atomic_path(out_file) as tmp:
         figure.savefig(tmp, dpi=90, format="png")
     plt.close(figure)
     return out_file
@@ -161,7 +162,7 @@ def _region_chart(table: pd.DataFrame, out_file: Path, top: int = 20) -> Path | 
               color="#2874a6")
     axis.set_xlabel("mean % of the region lesioned")
     figure.tight_layout()
-    with bids_core.atomic_path(out_file) as tmp:
+    with atomic_path(out_file) as tmp:
         figure.savefig(tmp, dpi=90, format="png")
     plt.close(figure)
     return out_file
@@ -176,7 +177,7 @@ def run_group(output_dir: Path | str, template_t1w: nib.Nifti1Image | None = Non
     cohort = collect_cohort(output_dir)
     table_path = bids_core.group_path(output_dir, "cohort_table")
     table_path.parent.mkdir(parents=True, exist_ok=True)
-    with bids_core.atomic_path(table_path) as tmp:
+    with atomic_path(table_path) as tmp:
         cohort.table.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
     measured = int((cohort.table.get("status") == "measured").sum()) if not cohort.table.empty \
         else 0
@@ -186,7 +187,7 @@ def run_group(output_dir: Path | str, template_t1w: nib.Nifti1Image | None = Non
         count, frequency = frequency_map(cohort.std_masks)
         for kind, image in (("count_map", count), ("frequency_map", frequency)):
             path = bids_core.group_path(output_dir, kind)
-            with bids_core.atomic_path(path) as tmp:
+            with atomic_path(path) as tmp:
                 image.to_filename(tmp)
             written[kind] = path
         background = template_t1w if template_t1w is not None else frequency
@@ -215,7 +216,7 @@ def run_group(output_dir: Path | str, template_t1w: nib.Nifti1Image | None = Non
                               if not c.endswith("_percent")]] if not cohort.table.empty
                 else cohort.table)
             + f"<p class='note'>All measures: {html.escape(table_path.name)}</p>")
-    written["report"] = reports.write_text_atomic(
+    written["report"] = write_text_atomic(
         bids_core.group_path(output_dir, "report"),
         reports.page("stroke-lesion-app: group report", body))
     LOGGER.info("Group level: %d row(s), %d with lesion measures → %s", len(cohort.table),

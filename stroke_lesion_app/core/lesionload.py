@@ -24,9 +24,8 @@ from typing import Callable
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 
-CONNECTIVITY = {6: 1, 18: 2, 26: 3}
+from stroke_lesion_app.core.components import check_connectivity, label_components
 
 PointMap = Callable[[np.ndarray], np.ndarray]
 
@@ -130,15 +129,13 @@ def measure_lesion(mask: nib.Nifti1Image, space: str, to_template: PointMap | No
     -------
     LesionLoad
     """
-    if connectivity not in CONNECTIVITY:
-        raise ValueError(f"connectivity {connectivity} unknown; choose 6, 18 or 26")
+    check_connectivity(connectivity)
     lesion = lesion_voxels(mask)
     unit = voxel_volume_ml(mask)
     index = np.argwhere(lesion)
     world = nib.affines.apply_affine(mask.affine, index) if len(index) else np.zeros((0, 3))
     template = to_template(world) if (to_template is not None and len(world)) else world
-    structure = ndimage.generate_binary_structure(3, CONNECTIVITY[connectivity])
-    labels, count = ndimage.label(lesion, structure=structure)
+    labels, count = label_components(lesion, connectivity)
     components = []
     if count:
         voxel_labels = labels[tuple(index.T)]

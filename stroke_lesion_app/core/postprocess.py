@@ -9,15 +9,13 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from scipy import ndimage
 
-__all__ = ["CONNECTIVITY_RANK", "postprocess_probability", "remove_small_components",
-           "threshold_probability"]
+from .components import check_connectivity, label_components
+
+__all__ = ["postprocess_probability", "remove_small_components", "threshold_probability"]
 
 LOGGER = logging.getLogger(__name__)
 
-#: Neighbourhood size in 3-D → ``rank`` argument of ``scipy.ndimage.generate_binary_structure``.
-CONNECTIVITY_RANK = {6: 1, 18: 2, 26: 3}
 
 
 def threshold_probability(prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
@@ -80,16 +78,13 @@ def remove_small_components(mask: np.ndarray, min_voxels: int,
     mask = np.asarray(mask)
     if mask.ndim != 3:
         raise ValueError(f"mask must be 3-D, got shape {mask.shape}")
-    if connectivity not in CONNECTIVITY_RANK:
-        raise ValueError(f"connectivity must be one of {tuple(CONNECTIVITY_RANK)}, "
-                         f"got {connectivity!r}")
+    check_connectivity(connectivity)
     if int(min_voxels) != min_voxels or min_voxels < 0:
         raise ValueError(f"min_voxels must be a non-negative integer, got {min_voxels!r}")
     foreground = mask != 0
     if min_voxels <= 1 or not foreground.any():
         return foreground.astype(np.uint8)
-    structure = ndimage.generate_binary_structure(3, CONNECTIVITY_RANK[connectivity])
-    labels, n_components = ndimage.label(foreground, structure=structure)
+    labels, n_components = label_components(foreground, connectivity)
     sizes = np.bincount(labels.ravel())
     keep = sizes >= min_voxels
     keep[0] = False

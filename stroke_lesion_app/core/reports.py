@@ -18,7 +18,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from stroke_lesion_app.core.bids import atomic_path
+from stroke_lesion_app.core.fileio import atomic_path, write_text_atomic
 
 #: Citations used by the methods text, keyed as in the workflows' ``__desc__`` ([@key]).
 REFERENCES = {
@@ -191,12 +191,6 @@ def page(title: str, body: str) -> str:
             f"<p class='note'>Generated {datetime.date.today().isoformat()} by "
             "stroke-lesion-app.</p></body></html>\n")
 
-
-def write_text_atomic(path: Path | str, text: str) -> Path:
-    """Write text through a temporary file and a rename."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-    return Path(path)
 
 
 def assemble_subject_report(output_dir: Path | str, subject: str, header: str) -> Path | None:

@@ -9,15 +9,16 @@ rule's minimum size counts voxels of the bundle's grid, so at 1 mm it is scaled 
 ``resolution_mm ** 3``.
 
 :func:`get_predictor` keeps one predictor per (bundle, settings) in each process, so a worker
-that segments several images loads the networks once.
+that segments several images loads the networks once. The bundle arrives as a parsed, validated
+:class:`~.bundle.ModelBundle` (the CLI checked its checksums once per run): nothing here reads
+its manifest again or hashes a checkpoint.
 """
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import logging
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,9 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from .bundle import load_bundle
+from .bundle import ModelBundle
+from .device import resolve_device
+from .fileio import write_nifti_atomic
 from .postprocess import postprocess_probability
 from .templates import TEMPLATE, TEMPLATE_AFFINE, TEMPLATE_SHAPE, template_grid
 
@@ -44,8 +47,9 @@ class InferenceSettings:
 
     Attributes
     ----------
-    device : {"cpu", "cuda"}
-        Where the networks run.
+    device : {"auto", "cpu", "cuda"}
+        Where the networks run: the user's ``--device``, resolved by :meth:`resolved` on the
+        machine that runs them (``auto``: a GPU when one is visible there).
     tta : bool
         Mirroring test-time augmentation.
     step_size : float
@@ -67,11 +71,40 @@ class InferenceSettings:
     window_batch_size: int | None = None
 
     @classmethod
-    def fast(cls, device: str = "cpu", num_threads: int | None = None) -> InferenceSettings:
-        """``--fast``: no mirroring, step 1.0 (half-overlapping windows become abutting), one
-        fold per member: about 8× (TTA) × 2-4× (step) × folds fewer network passes."""
-        return cls(device=device, tta=False, step_size=1.0, folds_per_member=1,
+    def from_options(cls, *, device: str = "auto", tta: bool = True, step_size: float = 0.5,
+                     fast: bool = False, num_threads: int | None = None) -> InferenceSettings:
+        """The settings of the command-line options; the one definition of ``--fast``.
+
+        ``--fast`` means no mirroring, step 1.0 (half-overlapping windows become abutting) and
+        one fold per member: about 8× (TTA) × 2-4× (step) × folds fewer network passes. It
+        overrides ``tta`` and ``step_size``.
+
+        Examples
+        --------
+        >>> InferenceSettings.from_options(fast=True, tta=True, step_size=0.5)
+        InferenceSettings(device='auto', tta=False, step_size=1.0, folds_per_member=1, \
+num_threads=None, window_batch_size=None)
+        """
+        if fast:
+            return cls(device=device, tta=False, step_size=1.0, folds_per_member=1,
+                       num_threads=num_threads)
+        return cls(device=device, tta=bool(tta), step_size=float(step_size),
                    num_threads=num_threads)
+
+    def resolved(self, num_threads: int | None = None) -> InferenceSettings:
+        """These settings with :attr:`device` decided here (:func:`~.device.resolve_device`).
+
+        Call it where the networks will run. ``num_threads``, when given, replaces
+        :attr:`num_threads`.
+
+        Raises
+        ------
+        DeviceError
+            ``cuda`` and no CUDA device is visible on this machine.
+        """
+        return dataclasses.replace(
+            self, device=resolve_device(self.device),
+            num_threads=self.num_threads if num_threads is None else num_threads)
 
     def describe(self) -> dict:
         """Settings as recorded in the outputs' sidecars."""
@@ -80,19 +113,34 @@ class InferenceSettings:
                 "FoldsPerMember": self.folds_per_member or "all"}
 
 
-@functools.lru_cache(maxsize=2)
-def get_predictor(bundle_path: str, settings: InferenceSettings):
-    """An :class:`EnsemblePredictor` for ``bundle_path``, built once per process and settings.
+#: Predictors kept loaded in this process, by (bundle folder, manifest sha256, settings).
+_PREDICTORS: dict = {}
+_MAX_PREDICTORS = 2
 
-    The bundle is validated (checksums) when the predictor is built.
+
+def get_predictor(bundle: ModelBundle, settings: InferenceSettings):
+    """An :class:`~.ensemble.EnsemblePredictor` of ``bundle``, built once per process and
+    settings (the two most recent are kept).
+
+    Parameters
+    ----------
+    bundle : ModelBundle
+        A bundle already validated (:func:`~.bundle.validate_bundle`) by the caller: its
+        checksums are not computed again here.
+    settings : InferenceSettings
+        With a resolved device (``cpu`` or ``cuda``, see :meth:`InferenceSettings.resolved`).
     """
     from .ensemble import EnsemblePredictor
 
-    bundle = load_bundle(bundle_path)
-    return EnsemblePredictor(bundle, device=settings.device, tta=settings.tta,
-                             step_size=settings.step_size, num_threads=settings.num_threads,
-                             folds_per_member=settings.folds_per_member,
-                             window_batch_size=settings.window_batch_size)
+    key = (str(bundle.root), bundle.manifest_sha256, settings)
+    if key not in _PREDICTORS:
+        while len(_PREDICTORS) >= _MAX_PREDICTORS:
+            _PREDICTORS.pop(next(iter(_PREDICTORS)))
+        _PREDICTORS[key] = EnsemblePredictor(
+            bundle, device=settings.device, tta=settings.tta, step_size=settings.step_size,
+            num_threads=settings.num_threads, folds_per_member=settings.folds_per_member,
+            window_batch_size=settings.window_batch_size, verify=False)
+    return _PREDICTORS[key]
 
 
 def resample_to_grid(data: np.ndarray, affine: np.ndarray, shape, target_affine: np.ndarray,
@@ -164,7 +212,7 @@ def restrict_to_brain(probability: np.ndarray, brain_mask: np.ndarray, zooms,
     return restricted
 
 
-def segment_template_t1w(std_t1w: Path | str, bundle_path: Path | str,
+def segment_template_t1w(std_t1w: Path | str, bundle: ModelBundle,
                          settings: InferenceSettings, out_probseg: Path | str,
                          out_mask: Path | str, brain_mask: Path | str | None = None,
                          brain_margin_mm: float = BRAIN_MARGIN_MM) -> dict:
@@ -174,10 +222,10 @@ def segment_template_t1w(std_t1w: Path | str, bundle_path: Path | str,
     ----------
     std_t1w : path
         T1w on the 1 mm MNI152NLin2009aSym grid (197×233×189).
-    bundle_path : path
-        Model bundle folder.
+    bundle : ModelBundle
+        The validated model bundle (:func:`~.bundle.validate_bundle`).
     settings : InferenceSettings
-        Device, TTA, step, folds.
+        Device (resolved: ``cpu`` or ``cuda``), TTA, step, folds.
     out_probseg : path
         Output lesion probability, ``float32`` in [0, 1], 1 mm template grid.
     out_mask : path
@@ -207,8 +255,7 @@ def segment_template_t1w(std_t1w: Path | str, bundle_path: Path | str,
                                                        atol=_GRID_TOLERANCE_MM):
         raise ValueError(f"{std_t1w}: not on the 1 mm {TEMPLATE} grid {TEMPLATE_SHAPE}; "
                          "segment the std_t1w output of the registration step.")
-    predictor = get_predictor(str(Path(bundle_path).absolute()), settings)
-    bundle = predictor.bundle
+    predictor = get_predictor(bundle, settings)
     resolution = float(bundle.resolution_mm)
     if math.isclose(resolution, 1.0):
         probability = predictor.predict_probability(data, (1.0, 1.0, 1.0))
@@ -270,10 +317,7 @@ def _write(data: np.ndarray, affine: np.ndarray, path: Path | str, dtype) -> Non
     out.header.set_data_dtype(dtype)
     out.set_qform(affine, code=4)  # MNI
     out.set_sform(affine, code=4)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name.split('.')[0]}.tmp.nii.gz")
-    out.to_filename(str(tmp))
-    os.replace(tmp, path)
+    write_nifti_atomic(out, path)
 
 
 def _versions() -> dict:

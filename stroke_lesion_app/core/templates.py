@@ -23,6 +23,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from .atlases import Atlas
+
 LOGGER = logging.getLogger("stroke_lesion_app.templates")
 
 TEMPLATE = "MNI152NLin2009aSym"
@@ -186,9 +188,8 @@ def tissue_maps(files: TemplateFiles) -> dict[str, np.ndarray]:
     return maps
 
 
-def templateflow_atlases() -> list[str]:
-    """Label atlases of MNI152NLin2009aSym found in ``$TEMPLATEFLOW_HOME``, as ``--atlas``
-    values (``NAME=IMAGE[:LABELS]``).
+def templateflow_atlases() -> list[Atlas]:
+    """Label atlases of MNI152NLin2009aSym found in ``$TEMPLATEFLOW_HOME``.
 
     Looks for ``tpl-MNI152NLin2009aSym_res-1_atlas-<name>[_desc-<d>]_dseg.nii.gz`` with its
     label table ``tpl-MNI152NLin2009aSym_atlas-<name>[_desc-<d>]_dseg.tsv`` (TemplateFlow's
@@ -206,7 +207,7 @@ def templateflow_atlases() -> list[str]:
         entities = dict(part.split("-", 1) for part in stem.split("_")[1:] if "-" in part)
         name = entities["atlas"] + (entities["desc"].capitalize() if "desc" in entities else "")
         table = folder / (image.name.replace("_res-1", "").replace(".nii.gz", ".tsv"))
-        found.append(f"{name}={image}" + (f":{table}" if table.is_file() else ""))
+        found.append(Atlas(name, image, table if table.is_file() else None))
     return found
 
 

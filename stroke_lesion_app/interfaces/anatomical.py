@@ -15,6 +15,7 @@ from nipype.interfaces.base import (
 )
 
 from stroke_lesion_app.core import brainmask, intensity
+from stroke_lesion_app.core.device import resolve_device
 
 
 class _BiasFieldCorrectionInputSpec(BaseInterfaceInputSpec):
@@ -42,7 +43,8 @@ class BiasFieldCorrection(SimpleInterface):
 class _BrainExtractionInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="T1w head (native space)")
     method = traits.Enum(*brainmask.METHODS, usedefault=True, desc="skull-stripping backend")
-    device = traits.Enum("cpu", "cuda", usedefault=True, nohash=True, desc="torch device")
+    device = traits.Enum("cpu", "auto", "cuda", usedefault=True, nohash=True,
+                         desc="torch device as requested (auto: decided where the node runs)")
     num_threads = traits.Int(1, usedefault=True, nohash=True, desc="CPU threads")
 
 
@@ -61,7 +63,8 @@ class BrainExtraction(SimpleInterface):
     def _run_interface(self, runtime):
         image = nib.load(self.inputs.in_file)
         method = brainmask.resolve_method(self.inputs.method)
-        mask = brainmask.brain_mask(image, method, self.inputs.device, self.inputs.num_threads)
+        device = resolve_device(self.inputs.device) if method == "deepbet" else "cpu"
+        mask = brainmask.brain_mask(image, method, device, self.inputs.num_threads)
         out_mask = Path(runtime.cwd) / "brain_mask.nii.gz"
         out_file = Path(runtime.cwd) / "t1w_brain.nii.gz"
         mask.to_filename(out_mask)

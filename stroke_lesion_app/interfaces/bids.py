@@ -17,6 +17,7 @@ from nipype.interfaces.base import (
 
 from stroke_lesion_app.core import bids as bids_core
 from stroke_lesion_app.core import images
+from stroke_lesion_app.core.fileio import atomic_path
 
 
 class _ValidateT1wInputSpec(BaseInterfaceInputSpec):
@@ -81,7 +82,7 @@ class DerivativesDataSink(SimpleInterface):
         out_file = bids_core.derivative_path(self.inputs.output_dir, self.inputs.source_entities,
                                              self.inputs.kind, **overrides)
         if out_file.name.endswith(".nii.gz") and not in_file.name.endswith(".nii.gz"):
-            with bids_core.atomic_path(out_file) as tmp:
+            with atomic_path(out_file) as tmp:
                 nib.load(str(in_file)).to_filename(tmp)
         else:
             bids_core.copy_atomic(in_file, out_file)

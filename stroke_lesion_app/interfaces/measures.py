@@ -14,19 +14,7 @@ from nipype.interfaces.base import (
 )
 
 from stroke_lesion_app.core import lesionload, templates
-
-
-def parse_atlas_option(value: str) -> tuple[str, Path, Path | None]:
-    """Split ``NAME=IMAGE[:LABELS]`` (the ``--atlas`` option) into its parts.
-
-    >>> parse_atlas_option("AAL=/atlases/aal.nii.gz:/atlases/aal.txt")
-    ('AAL', PosixPath('/atlases/aal.nii.gz'), PosixPath('/atlases/aal.txt'))
-    """
-    name, separator, rest = value.partition("=")
-    if not separator or not name or not rest:
-        raise ValueError(f"--atlas {value!r}: write NAME=IMAGE[:LABELS.tsv]")
-    image, _, labels = rest.partition(":")
-    return name, Path(image), Path(labels) if labels else None
+from stroke_lesion_app.core.atlases import Atlas
 
 
 class _LesionLoadInputSpec(BaseInterfaceInputSpec):
@@ -35,7 +23,7 @@ class _LesionLoadInputSpec(BaseInterfaceInputSpec):
                            desc="the same lesion on the MNI152NLin2009aSym 1 mm grid")
     std2anat_xfm = File(exists=True, mandatory=True,
                         desc="template → T1w transform (maps native points to template mm)")
-    atlases = traits.List(traits.Str, desc="NAME=IMAGE[:LABELS] atlases on the template")
+    atlases = traits.List(traits.Instance(Atlas), desc="label atlases on the template")
     connectivity = traits.Enum(26, 6, 18, usedefault=True, desc="component neighbourhood")
 
 
@@ -65,11 +53,11 @@ class LesionLoad(SimpleInterface):
                                         connectivity=self.inputs.connectivity)
         overlaps = {"tissue": lesionload.region_overlap(
             std_image, templates.tissue_maps(templates.get_template()))}
-        for value in self.inputs.atlases or []:
-            name, image, labels = parse_atlas_option(value)
-            regions = lesionload.atlas_regions(nib.load(str(image)),
-                                               lesionload.read_atlas_labels(labels), std_image)
-            overlaps[f"atlas-{name}"] = lesionload.region_overlap(std_image, regions)
+        for atlas in self.inputs.atlases or []:
+            regions = lesionload.atlas_regions(nib.load(str(atlas.image)),
+                                               lesionload.read_atlas_labels(atlas.labels),
+                                               std_image)
+            overlaps[f"atlas-{atlas.name}"] = lesionload.region_overlap(std_image, regions)
         row = lesionload.summary_row(native, std, overlaps)
         cwd = Path(runtime.cwd)
         import pandas as pd

@@ -13,6 +13,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from stroke_lesion_app.core.bundle import ModelBundle
 from stroke_lesion_app.core.segmentation import (
     BRAIN_MARGIN_MM,
     InferenceSettings,
@@ -22,13 +23,11 @@ from stroke_lesion_app.core.segmentation import (
 
 class _SegmentLesionInputSpec(BaseInterfaceInputSpec):
     std_t1w = File(exists=True, mandatory=True, desc="T1w on the 1 mm MNI152NLin2009aSym grid")
-    bundle = traits.Directory(exists=True, mandatory=True, desc="model bundle folder")
-    device = traits.Enum("cpu", "cuda", usedefault=True, nohash=True,
-                         desc="where the networks run")
-    tta = traits.Bool(True, usedefault=True, desc="mirroring test-time augmentation")
-    step_size = traits.Range(low=0.1, high=1.0, value=0.5, usedefault=True,
-                             desc="sliding-window step (fraction of the patch)")
-    folds_per_member = traits.Int(desc="use only the first N folds of each member")
+    bundle = traits.Instance(ModelBundle, mandatory=True,
+                             desc="the model bundle, parsed and validated once by the caller")
+    inference = traits.Instance(InferenceSettings, mandatory=True,
+                                desc="TTA, step, folds and the requested device (auto, cpu, "
+                                     "cuda), decided when the node runs")
     num_threads = traits.Int(1, usedefault=True, nohash=True, desc="torch CPU threads")
     brain_mask = File(exists=True, desc="brain mask on the same grid; lesion probability is "
                       "set to 0 farther than brain_margin_mm outside it")
@@ -43,18 +42,17 @@ class _SegmentLesionOutputSpec(TraitedSpec):
 
 
 class SegmentLesion(SimpleInterface):
-    """Lesion probability and mask of a template-space T1w from a model bundle's ensemble."""
+    """Lesion probability and mask of a template-space T1w from a model bundle's ensemble.
+
+    ``--device auto`` is decided here, on the machine that runs the node (a compute node
+    under a cluster plugin), and ``--device cuda`` is refused here when no GPU is visible.
+    """
 
     input_spec = _SegmentLesionInputSpec
     output_spec = _SegmentLesionOutputSpec
 
     def _run_interface(self, runtime):
-        folds = (self.inputs.folds_per_member if isdefined(self.inputs.folds_per_member)
-                 else None)
-        settings = InferenceSettings(device=self.inputs.device, tta=self.inputs.tta,
-                                     step_size=float(self.inputs.step_size),
-                                     folds_per_member=folds,
-                                     num_threads=int(self.inputs.num_threads))
+        settings = self.inputs.inference.resolved(num_threads=int(self.inputs.num_threads))
         probseg = os.path.join(runtime.cwd, "lesion_probseg.nii.gz")
         mask = os.path.join(runtime.cwd, "lesion_mask.nii.gz")
         brain_mask = self.inputs.brain_mask if isdefined(self.inputs.brain_mask) else None

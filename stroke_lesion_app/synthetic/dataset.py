@@ -16,6 +16,7 @@ import numpy as np
 
 from stroke_lesion_app import __version__
 from stroke_lesion_app.core.bids import replace_directory
+from stroke_lesion_app.core.fileio import write_bytes_atomic as _write_bytes
 from stroke_lesion_app.synthetic.head import (
     ORIENTATIONS,
     VOXEL_SIZES,
@@ -146,11 +147,6 @@ def synthesize_subject(
 
 
 # ----------------------------------------------------------------------------------- writing
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
 
 
 def _write_nifti(path: Path, array: np.ndarray, affine: np.ndarray, code: int = 1) -> None:

@@ -4,7 +4,7 @@ Importing this package does not import nnU-Net; ``stroke_lesion_app.training.net
 ``.augmentation`` and the trainer modules do.
 """
 
-from stroke_lesion_app.training.trainers import (
+from stroke_lesion_app.core.nnunet_lookup import (
     TRAINER_ENV_VAR,
     TRAINER_NAMES,
     ensure_trainer_discovery,

@@ -45,6 +45,7 @@ from scipy import ndimage
 
 from stroke_lesion_app import __version__
 from stroke_lesion_app.core.bids import replace_directory
+from stroke_lesion_app.core.fileio import write_bytes_atomic as _write_bytes
 from stroke_lesion_app.core.templates import TEMPLATE as TEMPLATE_SPACE
 from stroke_lesion_app.core.templates import TEMPLATE_AFFINE, TEMPLATE_SHAPE, template_grid
 
@@ -507,15 +508,6 @@ def _write_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
     _write_bytes(path, gzip.compress(image.to_bytes(), compresslevel=_GZIP_LEVEL, mtime=0))
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 # --------------------------------------------------------------------------------------------

@@ -74,7 +74,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from stroke_lesion_app.core.bids import atomic_path
+from stroke_lesion_app.core.components import CONNECTIVITIES, connectivity_structure
+from stroke_lesion_app.core.fileio import atomic_path
 
 __all__ = [
     "CONNECTIVITIES",
@@ -107,8 +108,6 @@ SIZE_BINS = (
     ("ge10000", 10000, None),
 )
 
-#: Accepted neighbourhoods (3D) → ``scipy.ndimage.generate_binary_structure`` connectivity rank.
-CONNECTIVITIES = {6: 1, 18: 2, 26: 3}
 
 #: Default small-lesion threshold: total truth lesion volume in voxels (spec §2.11).
 SMALL_LESION_THRESHOLD = 1000
@@ -241,7 +240,7 @@ def lesion_count_difference(pred: np.ndarray, truth: np.ndarray, connectivity: i
         ``|#components(P) - #components(T)|``.
     """
     pred, truth = _masks(pred, truth, spatial=True)
-    structure = _structure(connectivity)
+    structure = connectivity_structure(connectivity)
     return abs(ndimage.label(pred, structure)[1] - ndimage.label(truth, structure)[1])
 
 
@@ -277,7 +276,7 @@ def lesion_wise_scores(pred: np.ndarray, truth: np.ndarray,
     (2, 0, 0, 1, 1.0)
     """
     pred, truth = _masks(pred, truth, spatial=True)
-    structure = _structure(connectivity)
+    structure = connectivity_structure(connectivity)
     truth_labels, n_truth = ndimage.label(truth, structure)
     pred_labels, n_pred = ndimage.label(pred, structure)
     truth_sizes = np.bincount(truth_labels.ravel(), minlength=n_truth + 1)[1:]
@@ -656,13 +655,6 @@ def _masks(pred, truth, spatial: bool = False) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"lesion components need 3D masks, got shape {pred.shape}; pass one "
                          "(X, Y, Z) volume.")
     return pred, truth
-
-
-def _structure(connectivity: int) -> np.ndarray:
-    if connectivity not in CONNECTIVITIES:
-        raise ValueError(f"connectivity {connectivity!r} unknown; choose one of "
-                         f"{sorted(CONNECTIVITIES)}.")
-    return ndimage.generate_binary_structure(3, CONNECTIVITIES[connectivity])
 
 
 def _ratio(numerator: float, denominator: float) -> float:

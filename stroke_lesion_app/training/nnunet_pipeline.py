@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stroke_lesion_app.core.fileio import write_json_atomic
+
 __all__ = [
     "CONFIGURATION",
     "PLANS_NAME",
@@ -118,7 +120,7 @@ def nnunet_environment(work_dir: Path | str, *, raw_dir: Path | str | None = Non
     """
     import torch
 
-    from stroke_lesion_app.training.trainers import TRAINER_ENV_VAR, ensure_trainer_discovery
+    from stroke_lesion_app.core.nnunet_lookup import TRAINER_ENV_VAR, ensure_trainer_discovery
 
     work_dir = Path(work_dir).absolute()
     folders = {
@@ -375,9 +377,7 @@ def _write_training_record(fold_dir: Path, nnunet_trainer, device: str,
         "versions": {"stroke_lesion_app": __version__, "nnunetv2": _version(nnunetv2),
                      "torch": torch.__version__},
     }
-    tmp = fold_dir / f".{_TRAINING_RECORD}.tmp"
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, fold_dir / _TRAINING_RECORD)
+    write_json_atomic(fold_dir / _TRAINING_RECORD, record)
 
 
 def _version(module) -> str:

@@ -37,8 +37,8 @@ def init_anat_prep_wf(
         Skull-stripping backend (``none`` for already skull-stripped inputs).
     omp_nthreads : int
         Threads a node of this workflow may use.
-    device : {"cpu", "cuda"}
-        Where deepbet runs.
+    device : {"auto", "cpu", "cuda"}
+        Where deepbet runs, as requested (``auto`` is decided by the node, where it runs).
     name : str
         Workflow name.
 

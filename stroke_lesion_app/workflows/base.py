@@ -5,29 +5,35 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import networkx as nx
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from stroke_lesion_app.config import Config
+from stroke_lesion_app.core.atlases import Atlas
 from stroke_lesion_app.core.bids import T1wInput, derivative_path
-from stroke_lesion_app.core.bundle import DEMO_WARNING, load_bundle
+from stroke_lesion_app.core.bundle import DEMO_WARNING, ModelBundle
+from stroke_lesion_app.core.segmentation import InferenceSettings
 from stroke_lesion_app.core.templates import templateflow_atlases
 from stroke_lesion_app.interfaces.reports import ImageReport
 from stroke_lesion_app.workflows.anatomical import init_anat_prep_wf
-from stroke_lesion_app.workflows.measures import init_lesion_load_wf
+from stroke_lesion_app.workflows.lesion import init_lesion_wf
 from stroke_lesion_app.workflows.outputs import (
     init_ds_anat_wf,
     init_ds_lesion_load_wf,
     init_ds_registration_wf,
     init_ds_segmentation_wf,
 )
-from stroke_lesion_app.workflows.projection import init_lesion_to_native_wf
 from stroke_lesion_app.workflows.registration import init_register_template_wf
-from stroke_lesion_app.workflows.segmentation import init_lesion_seg_wf
 
 
 def init_stroke_lesion_wf(
-    *, config: Config, inputs: list[T1wInput], name: str = "stroke_lesion_app_wf"
+    *,
+    config: Config,
+    inputs: list[T1wInput],
+    bundle: ModelBundle | None = None,
+    inference: InferenceSettings | None = None,
+    name: str = "stroke_lesion_app_wf",
 ) -> pe.Workflow:
     """Build the participant-level workflow: one sub-workflow per T1w image.
 
@@ -41,6 +47,13 @@ def init_stroke_lesion_wf(
         Run-wide settings (output dir, work dir, threads, run id).
     inputs : list of T1wInput
         Images that passed input checks.
+    bundle : ModelBundle, optional
+        The ``--model`` bundle, parsed and validated once by the CLI (needed when
+        ``config.workflow.lesion_source`` is ``"model"``); never reloaded here.
+    inference : InferenceSettings, optional
+        The inference settings of the command line (``--fast`` already applied, the device
+        as the user gave it); :meth:`~.InferenceSettings.from_options` of ``config`` when not
+        given.
     name : str
         Workflow name.
 
@@ -55,23 +68,21 @@ def init_stroke_lesion_wf(
     stroke_lesion_wf = pe.Workflow(name=name,
                                    base_dir=str(config.execution.work_dir))
     settings = config.workflow
-    segmentation = {}
-    if settings.lesion_source == "model":
-        segmentation = {"bundle": Path(settings.model), "tta": settings.tta and not settings.fast,
-                        "step_size": 1.0 if settings.fast else settings.step_size,
-                        "folds_per_member": 1 if settings.fast else None}
+    if inference is None:
+        inference = settings.inference_settings()
+    atlases = list(settings.atlases) + templateflow_atlases()
     for t1w_input in inputs:
         single_subject_wf = init_single_subject_wf(
             t1w_input=t1w_input,
             output_dir=config.execution.output_dir,
             skull_strip=config.workflow.skull_strip,
             registration=config.workflow.registration,
-            device=config.workflow.resolved_device(),
-            atlases=list(config.workflow.atlases) + templateflow_atlases(),
+            atlases=atlases,
             omp_nthreads=config.resolved_omp_nthreads(),
             crashdump_dir=subject_log_dir(config, t1w_input) / t1w_input.name,
             lesion_source=settings.lesion_source,
-            **segmentation,
+            bundle=bundle,
+            inference=inference,
             name=f"{t1w_input.name}_wf",
         )
         stroke_lesion_wf.add_nodes([single_subject_wf])
@@ -84,15 +95,12 @@ def init_single_subject_wf(
     output_dir: Path,
     skull_strip: str = "auto",
     registration: str = "affine",
-    device: str = "cpu",
-    atlases: list[str] | None = None,
+    atlases: list[Atlas] | None = None,
     omp_nthreads: int = 1,
     crashdump_dir: Path | None = None,
     lesion_source: str = "model",
-    bundle: Path | None = None,
-    tta: bool = True,
-    step_size: float = 0.5,
-    folds_per_member: int | None = None,
+    bundle: ModelBundle | None = None,
+    inference: InferenceSettings | None = None,
     name: str = "single_subject_wf",
 ) -> pe.Workflow:
     """Process one T1w image and write its derivatives.
@@ -101,10 +109,9 @@ def init_single_subject_wf(
     --------------
     ``inputnode.t1w → anat_prep_wf → register_template_wf → ds_registration_wf``
     ``                      └──────→ ds_anat_wf            └→ image_report``
-    ``register_template_wf.std_t1w → lesion_seg_wf → lesion_to_native_wf → ds_segmentation_wf``
-    ``                                  └───────────→ lesion_load_wf → ds_lesion_load_wf``
-    (``lesion_source="model"``), or ``inputnode.lesion_mask → lesion_load_wf →
-    ds_lesion_load_wf`` (``"manual"``, for an image with a manual mask)
+    ``register_template_wf → lesion_wf → ds_segmentation_wf, ds_lesion_load_wf, image_report``
+    (``lesion_source="model"``: ``lesion_wf`` segments; ``"manual"``: ``inputnode.lesion_mask
+    → lesion_wf``, only for an image with a manual mask)
 
     Parameters
     ----------
@@ -117,24 +124,19 @@ def init_single_subject_wf(
     registration : {"affine", "syn"}
         Registration to the template; with ``syn`` the first raw lesion mask, if any, is
         excluded from the non-linear stage's metric.
-    device : {"cpu", "cuda"}
-        Where neural networks run.
-    atlases : list of str, optional
-        ``NAME=IMAGE[:LABELS]`` atlases for the lesion-load overlap.
+    atlases : list of Atlas, optional
+        Label atlases for the lesion-load overlap.
     omp_nthreads : int
         Threads per node.
     crashdump_dir : Path, optional
         Where Nipype writes crash files of this image's nodes.
     lesion_source : {"model", "manual"}
         Segment with ``bundle``, or measure the dataset's manual mask (if any).
-    bundle : Path, optional
-        Validated model bundle folder; the package's demo bundle by default.
-    tta : bool
-        Mirroring test-time augmentation.
-    step_size : float
-        Sliding-window step, fraction of the patch.
-    folds_per_member : int, optional
-        Use only the first N folds of each ensemble member.
+    bundle : ModelBundle, optional
+        The validated model bundle (required with ``lesion_source="model"``).
+    inference : InferenceSettings, optional
+        TTA, step, folds and the requested device (``auto``/``cpu``/``cuda``: skull-stripping
+        and segmentation nodes decide it where they run); the defaults when not given.
     name : str
         Workflow name, ``sub-<label>[_ses-<label>][_run-<n>]_wf`` by convention.
 
@@ -164,6 +166,7 @@ def init_single_subject_wf(
     single_subject_wf = pe.Workflow(name=name)
     if crashdump_dir is not None:
         single_subject_wf.config["execution"]["crashdump_dir"] = str(crashdump_dir)
+    inference = inference or InferenceSettings()
     inputnode = pe.Node(niu.IdentityInterface(fields=["t1w", "lesion_masks", "lesion_mask"]),
                         name="inputnode")
     inputnode.inputs.t1w = str(t1w_input.path)
@@ -175,7 +178,7 @@ def init_single_subject_wf(
         name="outputnode")
 
     anat_prep_wf = init_anat_prep_wf(skull_strip=skull_strip, omp_nthreads=omp_nthreads,
-                                     device=device)
+                                     device=inference.device)
     register_template_wf = init_register_template_wf(
         registration=registration,
         use_lesion_mask=bool(t1w_input.lesion_masks) and registration == "syn",
@@ -207,11 +210,34 @@ def init_single_subject_wf(
                                             ("outputnode.std2anat_xfm", "std2anat_xfm"),
                                             ("outputnode.std_t1w", "std_t1w")]),
     ])
+    if registration == "syn" and t1w_input.lesion_masks:
+        single_subject_wf.connect(inputnode, "lesion_mask",
+                                  register_template_wf, "inputnode.lesion_mask")
+
+    # The lesion branch: segmented by the bundle, or the dataset's manual mask when there is one
+    lesion_wf = None
+    if lesion_source == "model" or t1w_input.lesion_masks:
+        lesion_wf = init_lesion_wf(lesion_source=lesion_source, bundle=bundle,
+                                   inference=inference, atlases=atlases,
+                                   omp_nthreads=omp_nthreads)
+        single_subject_wf.connect([
+            (anat_prep_wf, lesion_wf, [("outputnode.t1w_preproc", "inputnode.t1w_preproc"),
+                                       ("outputnode.t1w_mask", "inputnode.t1w_mask")]),
+            (register_template_wf, lesion_wf, [
+                ("outputnode.std_t1w", "inputnode.std_t1w"),
+                ("outputnode.anat2std_xfm", "inputnode.anat2std_xfm"),
+                ("outputnode.std2anat_xfm", "inputnode.std2anat_xfm"),
+                ("outputnode.template", "inputnode.template")]),
+        ])
+        if lesion_source == "manual":
+            single_subject_wf.connect(inputnode, "lesion_mask", lesion_wf, "inputnode.lesion_mask")
+        _connect_lesion_outputs(single_subject_wf, lesion_wf, t1w_input=t1w_input,
+                                output_dir=output_dir, lesion_source=lesion_source)
+
+    # The report, last: its methods come from the workflows built above
     image_report = pe.Node(
         ImageReport(output_dir=str(output_dir), source_entities=dict(t1w_input.entities),
-                    registration=registration,
-                    methods=[workflow.__desc__ for workflow in
-                             (anat_prep_wf, register_template_wf) if workflow.__desc__]),
+                    registration=registration, methods=workflow_methods(single_subject_wf)),
         name="image_report", mem_gb=1)
     single_subject_wf.connect([
         (anat_prep_wf, image_report, [("outputnode.t1w_preproc", "t1w_preproc"),
@@ -223,107 +249,66 @@ def init_single_subject_wf(
                                                "template_source"),
                                               ("outputnode.template_mask", "template_mask")]),
     ])
-    if registration == "syn" and t1w_input.lesion_masks:
-        single_subject_wf.connect(inputnode, "lesion_mask",
-                                  register_template_wf, "inputnode.lesion_mask")
-    if lesion_source == "model":
-        _connect_segmentation(single_subject_wf, t1w_input=t1w_input, output_dir=output_dir,
-                              bundle=bundle, device=device, tta=tta, step_size=step_size,
-                              folds_per_member=folds_per_member, atlases=atlases,
-                              omp_nthreads=omp_nthreads)
-    elif t1w_input.lesion_masks:
-        lesion_uri = t1w_input.uri.rsplit("/", 1)[0] + "/" + t1w_input.lesion_masks[0].name
-        lesion_load_wf = init_lesion_load_wf(atlases=atlases, omp_nthreads=omp_nthreads)
-        ds_lesion_load_wf = init_ds_lesion_load_wf(
-            output_dir=output_dir, source_entities=t1w_input.entities,
-            source_uris=[t1w_input.uri, lesion_uri], lesion_source="manual")
-        image_report.inputs.lesion_source = f"manual, from the input dataset ({lesion_uri})"
-        image_report.inputs.methods = image_report.inputs.methods + [lesion_load_wf.__desc__]
-        single_subject_wf.connect([
-            (inputnode, lesion_load_wf, [("lesion_mask", "inputnode.lesion_mask")]),
-            (register_template_wf, lesion_load_wf, [
-                ("outputnode.anat2std_xfm", "inputnode.anat2std_xfm"),
-                ("outputnode.std2anat_xfm", "inputnode.std2anat_xfm"),
-                ("outputnode.template", "inputnode.template")]),
-            (lesion_load_wf, ds_lesion_load_wf, [
-                ("outputnode.std_lesion_mask", "inputnode.std_lesion_mask"),
-                ("outputnode.lesion_load", "inputnode.lesion_load"),
-                ("outputnode.lesion_components", "inputnode.lesion_components"),
-                ("outputnode.lesion_load_columns", "inputnode.lesion_load_columns")]),
-            (inputnode, image_report, [("lesion_mask", "lesion_mask")]),
-            (lesion_load_wf, image_report, [
-                ("outputnode.lesion_load", "lesion_load"),
-                ("outputnode.lesion_components", "lesion_components")]),
-        ])
+    if lesion_wf is not None:
+        image_report.inputs.lesion_source = _lesion_source_text(lesion_source, bundle, t1w_input)
+        if lesion_source == "model" and bundle.demo:
+            image_report.inputs.model_warning = DEMO_WARNING
+        single_subject_wf.connect(lesion_wf, "outputnode.lesion_mask", image_report, "lesion_mask")
+        single_subject_wf.connect([(lesion_wf, image_report, [
+            ("outputnode.lesion_load", "lesion_load"),
+            ("outputnode.lesion_components", "lesion_components")])])
     return single_subject_wf
 
 
-def _connect_segmentation(single_subject_wf: pe.Workflow, *, t1w_input: T1wInput,
-                          output_dir: Path, bundle: Path | None, device: str, tta: bool,
-                          step_size: float, folds_per_member: int | None,
-                          atlases: list[str] | None, omp_nthreads: int) -> None:
-    """Add segmentation, back-projection, lesion load and their outputs to an image's workflow.
+def _manual_lesion_uri(t1w_input: T1wInput) -> str:
+    """``bids:raw:`` URI of an image's first manual lesion mask."""
+    return t1w_input.uri.rsplit("/", 1)[0] + "/" + t1w_input.lesion_masks[0].name
 
-    Reads ``anat_prep_wf``, ``register_template_wf`` and ``image_report`` of
-    ``single_subject_wf`` (built by :func:`init_single_subject_wf`).
-    """
-    model = load_bundle(bundle if bundle is not None else "demo")
-    anat_prep_wf = single_subject_wf.get_node("anat_prep_wf")
-    register_template_wf = single_subject_wf.get_node("register_template_wf")
-    image_report = single_subject_wf.get_node("image_report")
-    lesion_seg_wf = init_lesion_seg_wf(
-        bundle=model.root, bundle_description=f"'{model.name}' {model.version}",
-        device=device, tta=tta, step_size=step_size, folds_per_member=folds_per_member,
-        omp_nthreads=omp_nthreads)
-    lesion_to_native_wf = init_lesion_to_native_wf(omp_nthreads=omp_nthreads)
-    ds_segmentation_wf = init_ds_segmentation_wf(
-        output_dir=output_dir, source_entities=t1w_input.entities, source_uri=t1w_input.uri)
-    lesion_load_wf = init_lesion_load_wf(atlases=atlases, connectivity=model.connectivity,
-                                         std_mask_given=True, omp_nthreads=omp_nthreads)
+
+def _lesion_source_text(lesion_source: str, bundle: ModelBundle | None,
+                        t1w_input: T1wInput) -> str:
+    """Where the lesion of the report comes from, in one phrase."""
+    if lesion_source == "model":
+        return f"model bundle {bundle.name} {bundle.version} ({bundle.description})"
+    return f"manual, from the input dataset ({_manual_lesion_uri(t1w_input)})"
+
+
+def _connect_lesion_outputs(single_subject_wf: pe.Workflow, lesion_wf: pe.Workflow, *,
+                            t1w_input: T1wInput, output_dir: Path, lesion_source: str) -> None:
+    """Write ``lesion_wf``'s outputs as derivatives (segmentation maps and lesion load)."""
+    model = lesion_source == "model"
     ds_lesion_load_wf = init_ds_lesion_load_wf(
         output_dir=output_dir, source_entities=t1w_input.entities,
-        source_uris=[t1w_input.uri], lesion_source="model")
-    image_report.inputs.lesion_source = (
-        f"model bundle {model.name} {model.version} ({model.description})")
-    if model.demo:
-        image_report.inputs.model_warning = DEMO_WARNING
-    image_report.inputs.methods = image_report.inputs.methods + [
-        lesion_seg_wf.__desc__, lesion_load_wf.__desc__]
-    single_subject_wf.connect([
-        (register_template_wf, lesion_seg_wf, [("outputnode.std_t1w", "inputnode.std_t1w"),
-                                               ("outputnode.anat2std_xfm",
-                                                "inputnode.anat2std_xfm")]),
-        (anat_prep_wf, lesion_seg_wf, [("outputnode.t1w_mask", "inputnode.t1w_mask")]),
-        (lesion_seg_wf, lesion_to_native_wf, [
-            ("outputnode.std_lesion_probseg", "inputnode.std_lesion_probseg"),
-            ("outputnode.std_lesion_mask", "inputnode.std_lesion_mask")]),
-        (register_template_wf, lesion_to_native_wf, [
-            ("outputnode.std2anat_xfm", "inputnode.std2anat_xfm")]),
-        (anat_prep_wf, lesion_to_native_wf, [("outputnode.t1w_preproc", "inputnode.t1w_preproc")]),
-        (lesion_seg_wf, ds_segmentation_wf, [
-            ("outputnode.std_lesion_probseg", "inputnode.std_lesion_probseg"),
-            ("outputnode.std_lesion_mask", "inputnode.std_lesion_mask"),
-            ("outputnode.segmentation_metadata", "inputnode.segmentation_metadata")]),
-        (lesion_to_native_wf, ds_segmentation_wf, [
-            ("outputnode.lesion_probseg", "inputnode.lesion_probseg"),
-            ("outputnode.lesion_mask", "inputnode.lesion_mask")]),
-        (lesion_to_native_wf, lesion_load_wf, [("outputnode.lesion_mask",
-                                                "inputnode.lesion_mask")]),
-        (lesion_seg_wf, lesion_load_wf, [("outputnode.std_lesion_mask",
-                                          "inputnode.std_lesion_mask")]),
-        (register_template_wf, lesion_load_wf, [
-            ("outputnode.anat2std_xfm", "inputnode.anat2std_xfm"),
-            ("outputnode.std2anat_xfm", "inputnode.std2anat_xfm"),
-            ("outputnode.template", "inputnode.template")]),
-        (lesion_load_wf, ds_lesion_load_wf, [
-            ("outputnode.lesion_load", "inputnode.lesion_load"),
-            ("outputnode.lesion_components", "inputnode.lesion_components"),
-            ("outputnode.lesion_load_columns", "inputnode.lesion_load_columns")]),
-        (lesion_to_native_wf, image_report, [("outputnode.lesion_mask", "lesion_mask")]),
-        (lesion_load_wf, image_report, [
-            ("outputnode.lesion_load", "lesion_load"),
-            ("outputnode.lesion_components", "lesion_components")]),
-    ])
+        source_uris=[t1w_input.uri] if model else [t1w_input.uri, _manual_lesion_uri(t1w_input)],
+        lesion_source=lesion_source)
+    single_subject_wf.connect([(lesion_wf, ds_lesion_load_wf, [
+        ("outputnode.lesion_load", "inputnode.lesion_load"),
+        ("outputnode.lesion_components", "inputnode.lesion_components"),
+        ("outputnode.lesion_load_columns", "inputnode.lesion_load_columns")])])
+    if not model:
+        single_subject_wf.connect(lesion_wf, "outputnode.std_lesion_mask",
+                                  ds_lesion_load_wf, "inputnode.std_lesion_mask")
+        return
+    ds_segmentation_wf = init_ds_segmentation_wf(
+        output_dir=output_dir, source_entities=t1w_input.entities, source_uri=t1w_input.uri)
+    single_subject_wf.connect([(lesion_wf, ds_segmentation_wf, [
+        ("outputnode.std_lesion_probseg", "inputnode.std_lesion_probseg"),
+        ("outputnode.std_lesion_mask", "inputnode.std_lesion_mask"),
+        ("outputnode.segmentation_metadata", "inputnode.segmentation_metadata"),
+        ("outputnode.lesion_probseg", "inputnode.lesion_probseg"),
+        ("outputnode.lesion_mask", "inputnode.lesion_mask")])])
+
+
+def workflow_methods(workflow: pe.Workflow) -> list[str]:
+    """The methods paragraphs (``__desc__``) of the sub-workflows of ``workflow``, nested ones
+    included, in data-flow order: what the report's methods section says was run."""
+    paragraphs = []
+    for node in nx.topological_sort(workflow._graph):
+        if isinstance(node, pe.Workflow):
+            if getattr(node, "__desc__", None):
+                paragraphs.append(node.__desc__)
+            paragraphs += workflow_methods(node)
+    return paragraphs
 
 
 def subject_log_dir(config: Config, t1w_input: T1wInput) -> Path:

@@ -5,13 +5,14 @@ from __future__ import annotations
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
+from stroke_lesion_app.core.atlases import Atlas
 from stroke_lesion_app.interfaces.measures import LesionLoad
 from stroke_lesion_app.interfaces.registration import ApplyTransform
 
 
 def init_lesion_load_wf(
     *,
-    atlases: list[str] | None = None,
+    atlases: list[Atlas] | None = None,
     connectivity: int = 26,
     std_mask_given: bool = False,
     omp_nthreads: int = 1,
@@ -26,8 +27,8 @@ def init_lesion_load_wf(
 
     Parameters
     ----------
-    atlases : list of str, optional
-        ``NAME=IMAGE[:LABELS]`` label atlases in MNI152NLin2009aSym space.
+    atlases : list of Atlas, optional
+        Label atlases in MNI152NLin2009aSym space.
     connectivity : {6, 18, 26}
         Neighbourhood of connected components.
     std_mask_given : bool

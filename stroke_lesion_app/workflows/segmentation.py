@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from stroke_lesion_app.core.segmentation import BRAIN_MARGIN_MM
+from stroke_lesion_app.core.bundle import ModelBundle
+from stroke_lesion_app.core.segmentation import BRAIN_MARGIN_MM, InferenceSettings
 from stroke_lesion_app.interfaces.registration import ApplyTransform
 from stroke_lesion_app.interfaces.segmentation import SegmentLesion
 
 
 def init_lesion_seg_wf(
     *,
-    bundle: Path,
-    bundle_description: str,
-    device: str = "cpu",
-    tta: bool = True,
-    step_size: float = 0.5,
-    folds_per_member: int | None = None,
+    bundle: ModelBundle,
+    inference: InferenceSettings,
     omp_nthreads: int = 1,
     name: str = "lesion_seg_wf",
 ) -> pe.Workflow:
@@ -33,18 +28,11 @@ def init_lesion_seg_wf(
 
     Parameters
     ----------
-    bundle : Path
-        Validated model bundle folder.
-    bundle_description : str
-        Name, version and description of the bundle, for the methods text.
-    device : {"cpu", "cuda"}
-        Where the networks run.
-    tta : bool
-        Mirroring test-time augmentation.
-    step_size : float
-        Sliding-window step, fraction of the patch size.
-    folds_per_member : int or None
-        Use only the first N folds of each member (``--fast``).
+    bundle : ModelBundle
+        The model bundle, parsed and validated once (by the CLI); handed to the node as is.
+    inference : InferenceSettings
+        TTA, sliding-window step, folds per member, and the requested device (``auto``,
+        ``cpu`` or ``cuda``), which the node decides on the machine that runs it.
     omp_nthreads : int
         torch CPU threads.
     name : str
@@ -72,10 +60,10 @@ def init_lesion_seg_wf(
     lesion_seg_wf = pe.Workflow(name=name)
     lesion_seg_wf.__desc__ = (
         f"Lesions were segmented in MNI152NLin2009aSym space by the model bundle "
-        f"{bundle_description}: the softmax lesion probabilities of every nnU-Net v2 "
+        f"'{bundle.name}' {bundle.version}: the softmax lesion probabilities of every nnU-Net v2 "
         "[@nnunet] ensemble member with the multi-stage cross-scale attention module "
         "[@mscsa] were averaged"
-        + (" (with mirroring test-time augmentation)" if tta else "")
+        + (" (with mirroring test-time augmentation)" if inference.tta else "")
         + f", set to zero farther than {BRAIN_MARGIN_MM:g} mm outside the brain mask, "
         "thresholded and cleaned of small components as the bundle prescribes, and "
         "projected back onto the native T1w grid (probability: linear; mask: label "
@@ -87,11 +75,8 @@ def init_lesion_seg_wf(
         fields=["std_lesion_probseg", "std_lesion_mask", "segmentation_metadata"]),
         name="outputnode")
     segment_lesion = pe.Node(
-        SegmentLesion(bundle=str(bundle), device=device, tta=tta, step_size=step_size,
-                      num_threads=omp_nthreads),
+        SegmentLesion(bundle=bundle, inference=inference, num_threads=omp_nthreads),
         name="segment_lesion", n_procs=omp_nthreads, mem_gb=3)
-    if folds_per_member is not None:
-        segment_lesion.inputs.folds_per_member = folds_per_member
     project_brain_mask = pe.Node(
         ApplyTransform(interpolation="genericLabel", num_threads=omp_nthreads),
         name="project_brain_mask", n_procs=omp_nthreads)

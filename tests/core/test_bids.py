@@ -7,6 +7,7 @@ import json
 import pytest
 
 from stroke_lesion_app.core import bids as bids_core
+from stroke_lesion_app.core.fileio import atomic_path
 
 
 @pytest.mark.parametrize(("entities", "kind", "overrides", "expected"), [
@@ -47,7 +48,7 @@ def test_every_output_kind_builds_a_unique_name():
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "sub-01" / "out.nii.gz"
     with pytest.raises(RuntimeError):
-        with bids_core.atomic_path(target) as tmp:
+        with atomic_path(target) as tmp:
             assert tmp.name.endswith(".nii.gz") and tmp.parent == target.parent
             tmp.write_text("partial")
             raise RuntimeError("crash while writing")

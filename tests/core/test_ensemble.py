@@ -24,7 +24,7 @@ import torch
 from stroke_lesion_app.core import ensemble as ensemble_module
 from stroke_lesion_app.core.bundle import load_bundle, write_bundle_manifest
 from stroke_lesion_app.core.ensemble import EnsemblePredictor, average_probabilities
-from stroke_lesion_app.training.trainers import TRAINER_ENV_VAR, ensure_trainer_discovery
+from stroke_lesion_app.core.nnunet_lookup import TRAINER_ENV_VAR, ensure_trainer_discovery
 
 DATASET_ID = 986
 DATASET = f"Dataset{DATASET_ID}_TinyBundle"
@@ -100,7 +100,7 @@ def _write_member(folder: Path, trainer: str, folds, plans: dict, dataset_json: 
     """An nnU-Net trained-model folder whose checkpoints hold random weights."""
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from stroke_lesion_app.training.trainers import find_trainer_class
+    from stroke_lesion_app.core.nnunet_lookup import find_trainer_class
 
     folder.mkdir(parents=True)
     (folder / "plans.json").write_text(json.dumps(plans))

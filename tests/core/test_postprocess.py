@@ -70,7 +70,7 @@ def test_kept_components_are_unchanged():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"connectivity": 8}, "connectivity must be one of"),
+    ({"connectivity": 8}, "connectivity 8 unknown; choose one of"),
     ({"min_voxels": -1}, "non-negative integer"),
     ({"min_voxels": 2.5}, "non-negative integer"),
 ])

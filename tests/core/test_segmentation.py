@@ -53,7 +53,8 @@ class _FakePredictor:
 @pytest.fixture
 def fake_predictor(monkeypatch):
     predictor = _FakePredictor()
-    monkeypatch.setattr(segmentation, "get_predictor", lambda path, settings: predictor)
+    monkeypatch.setattr(segmentation, "get_predictor",
+                        lambda bundle, settings: predictor if bundle is predictor.bundle else None)
     return predictor
 
 
@@ -61,7 +62,7 @@ def test_segment_on_a_coarser_bundle_grid(tmp_path, fake_predictor):
     t1w = tmp_path / "std_t1w.nii.gz"
     nib.Nifti1Image(np.ones(TEMPLATE_SHAPE, np.float32), TEMPLATE_AFFINE).to_filename(t1w)
     probseg, mask = tmp_path / "prob.nii.gz", tmp_path / "mask.nii.gz"
-    meta = segment_template_t1w(t1w, tmp_path, InferenceSettings(), probseg, mask)
+    meta = segment_template_t1w(t1w, fake_predictor.bundle, InferenceSettings(), probseg, mask)
 
     shape, affine = template_grid(2.0)
     assert fake_predictor.calls == [(shape, (2.0, 2.0, 2.0))]
@@ -94,7 +95,7 @@ def test_segment_on_a_coarser_bundle_grid(tmp_path, fake_predictor):
 def test_brain_mask_removes_lesion_outside_the_brain(tmp_path, fake_predictor):
     t1w = tmp_path / "std_t1w.nii.gz"
     nib.Nifti1Image(np.ones(TEMPLATE_SHAPE, np.float32), TEMPLATE_AFFINE).to_filename(t1w)
-    meta = segment_template_t1w(t1w, tmp_path, InferenceSettings(), tmp_path / "p0.nii.gz",
+    meta = segment_template_t1w(t1w, fake_predictor.bundle, InferenceSettings(), tmp_path / "p0.nii.gz",
                                 tmp_path / "m0.nii.gz")
     lesion = np.asarray(nib.load(tmp_path / "m0.nii.gz").dataobj) > 0
     assert meta["BrainMaskRestriction"] == "none" and lesion.sum() == 7 ** 3
@@ -106,7 +107,7 @@ def test_brain_mask_removes_lesion_outside_the_brain(tmp_path, fake_predictor):
         brain[: rows[0] - gap] = 1
         brain_file = tmp_path / f"brain{gap}.nii.gz"
         nib.Nifti1Image(brain, TEMPLATE_AFFINE).to_filename(brain_file)
-        meta = segment_template_t1w(t1w, tmp_path, InferenceSettings(), tmp_path / "p.nii.gz",
+        meta = segment_template_t1w(t1w, fake_predictor.bundle, InferenceSettings(), tmp_path / "p.nii.gz",
                                     tmp_path / "m.nii.gz", brain_mask=brain_file)
         restricted = np.asarray(nib.load(tmp_path / "m.nii.gz").dataobj) > 0
         probability = nib.load(tmp_path / "p.nii.gz").get_fdata()
@@ -138,12 +139,29 @@ def test_input_off_the_template_grid_is_refused(tmp_path, fake_predictor):
     t1w = tmp_path / "native.nii.gz"
     nib.Nifti1Image(np.ones((20, 20, 20), np.float32), np.eye(4)).to_filename(t1w)
     with pytest.raises(ValueError, match="not on the 1 mm MNI152NLin2009aSym grid"):
-        segment_template_t1w(t1w, tmp_path, InferenceSettings(), tmp_path / "p.nii.gz",
+        segment_template_t1w(t1w, fake_predictor.bundle, InferenceSettings(), tmp_path / "p.nii.gz",
                              tmp_path / "m.nii.gz")
 
 
 def test_fast_settings():
-    fast = InferenceSettings.fast(device="cpu")
+    fast = InferenceSettings.from_options(device="cpu", tta=True, step_size=0.6, fast=True)
     assert (fast.tta, fast.step_size, fast.folds_per_member) == (False, 1.0, 1)
     assert fast.describe()["TestTimeAugmentation"] == "none"
     assert InferenceSettings().describe()["FoldsPerMember"] == "all"
+    plain = InferenceSettings.from_options(tta=False, step_size=0.6)
+    assert (plain.device, plain.tta, plain.step_size, plain.folds_per_member) == (
+        "auto", False, 0.6, None)
+
+
+def test_device_is_resolved_where_the_settings_are_used(monkeypatch):
+    import torch
+
+    requested = InferenceSettings.from_options(device="auto")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert requested.resolved(num_threads=3) == InferenceSettings(device="cpu", num_threads=3)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert requested.resolved().device == "cuda"
+    assert requested.device == "auto"  # the request itself is kept
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="--device cuda: no CUDA device is visible"):
+        InferenceSettings(device="cuda").resolved()

@@ -71,6 +71,6 @@ def test_templateflow_atlases(monkeypatch, tmp_path):
     (folder / "tpl-MNI152NLin2009aSym_atlas-HOCPA_desc-th25_dseg.tsv").write_text("index\tname\n")
     (folder / "tpl-MNI152NLin2009aSym_res-1_atlas-Schaefer_dseg.nii.gz").touch()  # skeleton
     monkeypatch.setenv("TEMPLATEFLOW_HOME", str(tmp_path))
-    assert templates.templateflow_atlases() == [
+    assert [atlas.to_option() for atlas in templates.templateflow_atlases()] == [
         f"HOCPATh25={folder}/tpl-MNI152NLin2009aSym_res-1_atlas-HOCPA_desc-th25_dseg.nii.gz"
         f":{folder}/tpl-MNI152NLin2009aSym_atlas-HOCPA_desc-th25_dseg.tsv"]

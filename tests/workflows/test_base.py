@@ -9,7 +9,8 @@ import pytest
 
 from stroke_lesion_app.config import Config, ExecutionSettings, WorkflowSettings
 from stroke_lesion_app.core.bids import T1wInput
-from stroke_lesion_app.core.bundle import DEMO_WARNING, write_bundle_manifest
+from stroke_lesion_app.core.bundle import DEMO_WARNING, load_bundle, write_bundle_manifest
+from stroke_lesion_app.core.segmentation import InferenceSettings
 from stroke_lesion_app.workflows.anatomical import init_anat_prep_wf
 from stroke_lesion_app.workflows.base import init_single_subject_wf, init_stroke_lesion_wf
 from stroke_lesion_app.workflows.projection import init_lesion_to_native_wf
@@ -35,17 +36,17 @@ PER_IMAGE_NODES = [
     "ds_registration_wf.ds_std_t1w", "image_report",
 ]
 MANUAL_LESION_NODES = [
-    "lesion_load_wf.project_to_template",
-    "lesion_load_wf.lesion_load", "ds_lesion_load_wf.columns_meta",
+    "lesion_wf.lesion_load_wf.project_to_template",
+    "lesion_wf.lesion_load_wf.lesion_load", "ds_lesion_load_wf.columns_meta",
     "ds_lesion_load_wf.ds_lesion_load", "ds_lesion_load_wf.ds_lesion_components",
     "ds_lesion_load_wf.ds_std_lesion_mask",
 ]
 SEGMENTATION_NODES = [
-    "lesion_seg_wf.project_brain_mask", "lesion_seg_wf.segment_lesion",
-    "lesion_to_native_wf.project_probseg",
-    "lesion_to_native_wf.project_mask", "ds_segmentation_wf.ds_std_lesion_probseg",
+    "lesion_wf.lesion_seg_wf.project_brain_mask", "lesion_wf.lesion_seg_wf.segment_lesion",
+    "lesion_wf.lesion_to_native_wf.project_probseg",
+    "lesion_wf.lesion_to_native_wf.project_mask", "ds_segmentation_wf.ds_std_lesion_probseg",
     "ds_segmentation_wf.ds_std_lesion_mask", "ds_segmentation_wf.ds_lesion_probseg",
-    "ds_segmentation_wf.ds_lesion_mask", "lesion_load_wf.lesion_load",
+    "ds_segmentation_wf.ds_lesion_mask", "lesion_wf.lesion_load_wf.lesion_load",
     "ds_lesion_load_wf.columns_meta", "ds_lesion_load_wf.ds_lesion_load",
     "ds_lesion_load_wf.ds_lesion_components",
 ]
@@ -62,16 +63,17 @@ def manifest_only_bundle(tmp_path):
                                     "configuration": "3d_fullres", "folds": [0, 1],
                                     "sha256": {"fold_0/checkpoint_final.pth": "0" * 64,
                                                "fold_1/checkpoint_final.pth": "0" * 64}}])
-    return bundle
+    return load_bundle(bundle)
 
 
 @pytest.mark.parametrize("lesion_source", ["model", "manual"])
 def test_stroke_lesion_wf_builds(tmp_path, manifest_only_bundle, lesion_source):
     config = Config(ExecutionSettings(bids_dir=Path("/data"), output_dir=tmp_path / "out",
                                       work_dir=tmp_path / "work"),
-                    workflow=WorkflowSettings(device="cpu", model=str(manifest_only_bundle),
+                    workflow=WorkflowSettings(device="cpu", model=str(manifest_only_bundle.root),
                                               lesion_source=lesion_source, fast=True))
-    workflow = init_stroke_lesion_wf(config=config, inputs=_inputs())
+    workflow = init_stroke_lesion_wf(config=config, inputs=_inputs(),
+                                     bundle=manifest_only_bundle)
     working = [name for name in workflow.list_node_names()
                if not name.endswith(("inputnode", "outputnode"))]
     if lesion_source == "model":  # every image is segmented, with or without a manual mask
@@ -84,10 +86,10 @@ def test_stroke_lesion_wf_builds(tmp_path, manifest_only_bundle, lesion_source):
     assert sorted(working) == sorted(expected)
     assert len(workflow._create_flat_graph().nodes()) > 2 * len(PER_IMAGE_NODES)
     if lesion_source == "model":  # --fast: no TTA, step 1.0, one fold per member
-        segment = workflow.get_node("sub-01_wf.lesion_seg_wf.segment_lesion")
-        assert (segment.inputs.tta, segment.inputs.step_size,
-                segment.inputs.folds_per_member) == (False, 1.0, 1)
-        assert segment.inputs.bundle == str(manifest_only_bundle)
+        segment = workflow.get_node("sub-01_wf.lesion_wf.lesion_seg_wf.segment_lesion")
+        inference = segment.inputs.inference
+        assert (inference.tta, inference.step_size, inference.folds_per_member) == (False, 1.0, 1)
+        assert segment.inputs.bundle is manifest_only_bundle  # the CLI's object, not reloaded
 
 
 @pytest.mark.parametrize(("skull_strip", "registration", "with_lesion", "lesion_source"),
@@ -101,7 +103,8 @@ def test_single_subject_wf_option_grid(tmp_path, manifest_only_bundle, skull_str
                                       skull_strip=skull_strip, registration=registration,
                                       omp_nthreads=3, crashdump_dir=tmp_path / "log",
                                       lesion_source=lesion_source,
-                                      bundle=manifest_only_bundle, tta=True, step_size=0.7,
+                                      bundle=manifest_only_bundle,
+                                      inference=InferenceSettings(tta=True, step_size=0.7),
                                       name="sub_wf")
     workflow._create_flat_graph()
     assert workflow.get_node("anat_prep_wf.brain_extraction").inputs.method == skull_strip
@@ -117,18 +120,20 @@ def test_single_subject_wf_option_grid(tmp_path, manifest_only_bundle, skull_str
     assert workflow.get_node("register_template_wf").__desc__.count("lesion") == (
         with_lesion and registration == "syn")
     measured = with_lesion or lesion_source == "model"
-    assert (workflow.get_node("lesion_load_wf") is not None) is measured
-    assert (workflow.get_node("lesion_seg_wf") is not None) is (lesion_source == "model")
+    assert (workflow.get_node("lesion_wf.lesion_load_wf") is not None) is measured
+    assert (workflow.get_node("lesion_wf.lesion_seg_wf") is not None) is (
+        lesion_source == "model")
     report = workflow.get_node("image_report")
     assert len(report.inputs.methods) == 2 + measured + (lesion_source == "model")
     if lesion_source == "model":
-        segment = workflow.get_node("lesion_seg_wf.segment_lesion")
-        assert (segment.inputs.tta, segment.inputs.step_size, segment.n_procs) == (True, 0.7, 3)
+        segment = workflow.get_node("lesion_wf.lesion_seg_wf.segment_lesion")
+        inference = segment.inputs.inference
+        assert (inference.tta, inference.step_size, segment.n_procs) == (True, 0.7, 3)
         assert report.inputs.model_warning == DEMO_WARNING
         assert "fake 2.0" in report.inputs.lesion_source
-        load = workflow.get_node("lesion_load_wf.lesion_load")
+        load = workflow.get_node("lesion_wf.lesion_load_wf.lesion_load")
         assert load.inputs.connectivity == 18  # the bundle's rule
-        assert workflow.get_node("lesion_load_wf.project_to_template") is None
+        assert workflow.get_node("lesion_wf.lesion_load_wf.project_to_template") is None
     assert workflow.config["execution"]["crashdump_dir"] == str(tmp_path / "log")
     sink = workflow.get_node("ds_anat_wf.ds_t1w_preproc")
     assert sink.inputs.source_entities == t1w_input.entities

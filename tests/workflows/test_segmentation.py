@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from stroke_lesion_app.core.bundle import load_bundle
+from stroke_lesion_app.core.segmentation import InferenceSettings
 from stroke_lesion_app.workflows.segmentation import init_lesion_seg_wf
 
 
@@ -14,8 +15,8 @@ def _edges(workflow, source: str, target: str) -> set[tuple[str, str]]:
 
 def test_lesion_seg_wf_restricts_to_the_projected_brain_mask():
     bundle = load_bundle("demo")
-    workflow = init_lesion_seg_wf(bundle=bundle.root, bundle_description="'demo' 0.2.0",
-                                  folds_per_member=1, omp_nthreads=2)
+    workflow = init_lesion_seg_wf(bundle=bundle, inference=InferenceSettings.from_options(
+        fast=True), omp_nthreads=2)
     assert set(workflow.get_node("inputnode").inputs.copyable_trait_names()) == {
         "std_t1w", "t1w_mask", "anat2std_xfm"}
     assert _edges(workflow, "inputnode", "project_brain_mask") == {
@@ -25,5 +26,6 @@ def test_lesion_seg_wf_restricts_to_the_projected_brain_mask():
     project = workflow.get_node("project_brain_mask")
     assert project.inputs.interpolation == "genericLabel"
     segment = workflow.get_node("segment_lesion")
-    assert segment.inputs.brain_margin_mm == 2.0 and segment.inputs.folds_per_member == 1
+    assert segment.inputs.brain_margin_mm == 2.0
+    assert segment.inputs.inference.folds_per_member == 1
     assert "2 mm outside the brain mask" in workflow.__desc__

@@ -1,4 +1,10 @@
-"""Make nnU-Net v2 find our trainers, without users setting ``nnUNet_extTrainer`` themselves.
+"""Find nnU-Net v2 trainer classes by name, ours included, without users setting
+``nnUNet_extTrainer`` themselves.
+
+Lookup code only (no training): the app's ensemble predictor (:mod:`.ensemble`) and the
+training commands both use it, so it lives in ``core``. The trainer *modules* stay in
+``stroke_lesion_app/training/nnunet_trainers/``; this module only names that folder and never
+imports it.
 
 nnU-Net 2.8 looks a trainer up by class name
 (``nnunetv2.utilities.find_objects.recursive_find_trainer_class_by_name``): first in its own
@@ -49,7 +55,7 @@ def trainer_folder() -> Path:
     pathlib.Path
         Absolute path of ``stroke_lesion_app/training/nnunet_trainers``.
     """
-    return Path(__file__).resolve().parent / "nnunet_trainers"
+    return Path(__file__).resolve().parents[1] / "training" / "nnunet_trainers"
 
 
 def ensure_trainer_discovery(environ: MutableMapping[str, str] | None = None) -> str:
