@@ -1,8 +1,8 @@
 """Cost of the MSCSA injection's full-resolution work, and cheaper equivalent formulations.
 
-Run by hand (not by pytest)::
+Run by hand (not by pytest), from the repository root::
 
-    .venv/bin/python benchmarks/resize_alternatives.py [--threads 2] [--repeats 3]
+    .venv/bin/python -m benchmarks.resize_alternatives [--threads 2] [--repeats 3]
 
 ``Injection`` (``stroke_lesion_app/nets/blocks/mscsa.py``) computes
 ``x_local * resize(gate) + resize(embed)`` with a trilinear ``F.interpolate``
@@ -55,7 +55,8 @@ def best_of(fn, repeats: int) -> float:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.resize_alternatives",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)

@@ -1,8 +1,7 @@
-"""Helpers shared by the benchmark scripts: memory readings, a watched subprocess, the machine.
+"""Measurements shared by the benchmarks: memory readings, a watched subprocess, the machine.
 
-Not a benchmark itself. The scripts in this folder are run as ``python benchmarks/<name>.py``,
-so this folder is on ``sys.path`` and ``from _common import ...`` works in them and in the
-worker processes they start the same way.
+Standard library only at import time (``torch`` is imported inside
+:func:`machine_description`): worker processes import this module before they measure.
 """
 
 from __future__ import annotations
@@ -143,3 +142,13 @@ def machine_description(threads: int) -> dict:
     with contextlib.suppress(PackageNotFoundError):
         info["dynamic_network_architectures"] = version("dynamic_network_architectures")
     return info
+
+
+def default_mem_cap(mem_cap_gb: float | None) -> int:
+    """``--mem-cap-gb`` in bytes; ``None``: min(16 GB, 70 % of the available memory)."""
+    return int((mem_cap_gb * GB) if mem_cap_gb else min(16 * GB, 0.7 * mem_available()))
+
+
+def log(text: str) -> None:
+    """Print ``[HH:MM:SS] text`` at once (progress of a long run)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
