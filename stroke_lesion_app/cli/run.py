@@ -15,6 +15,7 @@ import click  # noqa: E402
 
 from stroke_lesion_app import __version__  # noqa: E402
 from stroke_lesion_app.cli import options  # noqa: E402
+from stroke_lesion_app.cli.common import EXIT_USAGE, UsageError, setup_logging  # noqa: E402
 from stroke_lesion_app.config import (  # noqa: E402
     LOGGERS,
     Config,
@@ -25,16 +26,8 @@ from stroke_lesion_app.config import (  # noqa: E402
 
 LOGGER = LOGGERS["cli"]
 
-EXIT_OK, EXIT_SUBJECTS_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(click.ClickException):
-    """Bad input or usage: one line, exit code 2."""
-
-    exit_code = EXIT_USAGE
-
-    def show(self, file=None):
-        click.echo(f"stroke-lesion-app: error: {self.format_message()}", err=True)
+EXIT_OK, EXIT_SUBJECTS_FAILED = 0, 1
+__all__ = ["EXIT_OK", "EXIT_SUBJECTS_FAILED", "EXIT_USAGE", "cli", "main"]
 
 
 @dataclass
@@ -92,7 +85,7 @@ def cli(bids_dir, output_dir, analysis_level, participant_labels, session_labels
     Exit codes: 0 success; 1 some subjects failed (listed at the end); 2 usage or input error.
     No telemetry: nothing is sent anywhere and nothing is downloaded at run time.
     """
-    _setup_logging(verbose)
+    setup_logging(verbose, logging.INFO, quiet=("bidsschematools",))
     nipype_settings = NipypeSettings(stop_on_first_crash=stop_on_first_crash)
     if plugin_settings:
         nipype_settings.plugin = plugin_settings.get("plugin", nipype_settings.plugin)
@@ -149,13 +142,6 @@ def cli(bids_dir, output_dir, analysis_level, participant_labels, session_labels
 def main(args: list[str] | None = None) -> None:
     """Console-script entry point (``stroke-lesion-app``)."""
     cli.main(args=args, prog_name="stroke-lesion-app")
-
-
-def _setup_logging(verbose: int) -> None:
-    level = logging.DEBUG if verbose >= 2 else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stderr, force=True)
-    logging.getLogger("bidsschematools").setLevel(logging.WARNING)
 
 
 def _nipype_logging(verbose: int) -> dict[str, str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,8 @@ from stroke_lesion_app.core.bundle import (
     write_bundle_manifest,
 )
 
-__all__ = ["INFERENCE_CHECKPOINT_KEYS", "MemberSource", "package_bundle", "slim_checkpoint"]
+__all__ = ["INFERENCE_CHECKPOINT_KEYS", "MemberSource", "member_identity", "package_bundle",
+           "package_members", "slim_checkpoint"]
 
 #: Checkpoint entries kept in a bundle (all that nnU-Net's predictor reads).
 INFERENCE_CHECKPOINT_KEYS = ("network_weights", "trainer_name", "init_args",
@@ -180,6 +182,61 @@ def package_bundle(out_dir: Path | str, members: list[MemberSource], *, name: st
         if staged.exists():
             shutil.rmtree(staged)
     return out_dir / BUNDLE_FILENAME
+
+
+def package_members(out_dir: Path | str, members: Sequence[MemberSource], *,
+                    reference_image: Path | str, threshold: float = 0.5) -> Path:
+    """Package ``--member`` folders as a throw-away bundle to predict with; return its folder.
+
+    What ``stroke-lesion-model ensemble`` and ``self-train`` do with ``--member`` options: a
+    bundle named ``ensemble``, version ``0``, on the grid of ``reference_image`` (the voxel
+    size of its first axis, in mm; the images to segment are on the members' training grid).
+
+    Parameters
+    ----------
+    out_dir : path
+        Bundle folder to create (normally inside a temporary folder).
+    members : sequence of MemberSource
+        Ensemble members.
+    reference_image : path
+        One of the images to segment.
+    threshold : float
+        Probability threshold of the mask, in (0, 1).
+
+    Returns
+    -------
+    pathlib.Path
+        The bundle folder (``out_dir``, absolute).
+
+    Raises
+    ------
+    ValueError, FileExistsError, BundleError
+        As :func:`package_bundle`.
+    """
+    import nibabel as nib
+
+    resolution = float(nib.load(str(reference_image)).header.get_zooms()[0])
+    return package_bundle(out_dir, list(members), name="ensemble", version="0",
+                          threshold=threshold, resolution_mm=resolution).parent
+
+
+def member_identity(members: Sequence[MemberSource]) -> dict:
+    """Provenance of an ensemble given as ``--member`` folders (recorded by self-training).
+
+    Returns
+    -------
+    dict
+        ``{"members": [{"name", "folder" (absolute), "folds", "weight"}, ...]}``, the folds
+        resolved (:meth:`MemberSource.resolved_folds`).
+
+    Examples
+    --------
+    >>> member_identity([MemberSource("a", Path("/r/T__P__3d_fullres"), (0, 1), 2.0)])
+    {'members': [{'name': 'a', 'folder': '/r/T__P__3d_fullres', 'folds': [0, 1], 'weight': 2.0}]}
+    """
+    return {"members": [{"name": member.name, "folder": str(member.folder.absolute()),
+                         "folds": list(member.resolved_folds()), "weight": member.weight}
+                        for member in members]}
 
 
 def _copy_member(member: MemberSource, staged: Path) -> dict:

@@ -24,17 +24,19 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from stroke_lesion_app.core.bids import atomic_path
+from stroke_lesion_app.core.fileio import atomic_path, write_text_atomic
 
 __all__ = [
     "check_splits",
     "fold_balance",
+    "install_splits",
     "lesion_volumes",
     "size_balanced_folds",
     "write_splits",
@@ -201,10 +203,46 @@ def write_splits(splits: Sequence[Mapping[str, Sequence[str]]], path: Path | str
         raise FileExistsError(f"{path} already exists; models trained on it depend on it - "
                               "choose another path or pass overwrite=True.")
     data = [{"train": list(fold["train"]), "val": list(fold["val"])} for fold in splits]
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=4) + "\n")
+    write_text_atomic(path, json.dumps(data, indent=4) + "\n")
     LOGGER.info("Wrote %d folds to %s", len(data), path)
     return path
+
+
+def install_splits(splits_file: Path | str, target: Path | str, *,
+                   trained_dir: Path | str | None = None) -> Path:
+    """Copy ``splits_file`` to ``target``, where nnU-Net reads it, unless a training used another.
+
+    Parameters
+    ----------
+    splits_file : path
+        A ``splits_final.json`` (e.g. written by :func:`write_splits`).
+    target : path
+        ``<nnUNet_preprocessed>/<dataset>/splits_final.json``; replaced atomically (unless it
+        is ``splits_file`` itself).
+    trained_dir : path, optional
+        ``<nnUNet_results>/<dataset>``: while it holds a trained fold (``*/fold_*``), a
+        ``target`` with other content is not replaced.
+
+    Returns
+    -------
+    Path
+        ``target``.
+
+    Raises
+    ------
+    FileExistsError
+        ``target`` differs from ``splits_file`` and models were trained on it.
+    """
+    splits_file, target = Path(splits_file), Path(target)
+    if (target.is_file() and target.read_bytes() != splits_file.read_bytes()
+            and trained_dir is not None and any(Path(trained_dir).glob("*/fold_*"))):
+        raise FileExistsError(f"{target} differs from {splits_file} and models were already "
+                              "trained on it; use a new WORK_DIR.")
+    if not (target.is_file() and target.samefile(splits_file)):
+        with atomic_path(target) as tmp:
+            shutil.copyfile(splits_file, tmp)
+        LOGGER.info("Installed %s as %s", splits_file, target)
+    return target
 
 
 def lesion_volumes(labels_dir: Path | str, *, threshold: float = 0.5) -> dict[str, int]:

@@ -243,3 +243,31 @@ def test_group_needs_participant_outputs(bids_root, tmp_path):
     root = bids_root({"sub-01/anat/sub-01_T1w.nii.gz": None})
     result = invoke(root, tmp_path / "out", "group")
     assert result.exit_code == 2 and "run the participant level" in _one_error_line(result)
+
+
+@pytest.mark.integration
+def test_bundle_manifest_read_once_and_checkpoints_hashed_once(bids_root, tmp_path, monkeypatch):
+    """One run, two images, in one process (Linear): the CLI parses the bundle's manifest once
+    and hashes each checkpoint once; the workflow, the nodes and the reports reuse them."""
+    from stroke_lesion_app.core import bundle as bundle_module
+
+    reads, hashed = [], []
+    read_manifest, file_sha256 = bundle_module._read_manifest, bundle_module.file_sha256
+    monkeypatch.setattr(bundle_module, "_read_manifest",
+                        lambda path: reads.append(path) or read_manifest(path))
+    monkeypatch.setattr(bundle_module, "file_sha256",
+                        lambda path: hashed.append(str(path)) or file_sha256(path))
+    root = bids_root({"sub-01/anat/sub-01_T1w.nii.gz": None,
+                      "sub-02/anat/sub-02_T1w.nii.gz": None})
+    out = tmp_path / "out"
+    result = invoke(root, out, "participant", "-w", tmp_path / "work", "--plugin", "Linear",
+                    "--skull-strip", "none", "--fast")
+    assert result.exit_code == 0, result.output
+    reads_in_run, hashed_in_run = list(reads), list(hashed)
+    demo = bundle_module.load_bundle("demo")
+    checkpoints = [str(member.checkpoint_path(fold)) for member in demo.members
+                   for fold in member.folds]
+    assert reads_in_run == [demo.manifest_path]
+    assert sorted(hashed_in_run) == sorted(checkpoints)
+    for subject in ("01", "02"):
+        assert (out / f"sub-{subject}" / "anat" / f"sub-{subject}_label-L_mask.nii.gz").is_file()

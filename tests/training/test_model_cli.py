@@ -1,4 +1,4 @@
-"""``stroke-lesion-model convert / split / evaluate`` and ``training.convert`` on tiny data.
+"""``stroke-lesion-model`` subcommands through click, ``training.convert`` and ``cli.common``.
 
 The synthetic dataset is made once (2 subjects, ``resolution=3``) and converted on a 4 mm grid
 (50×59×48); the ATLAS and template-space trees are hand-made arrays of a few hundred voxels.
@@ -356,3 +356,95 @@ def test_evaluate_bad_inputs(converted, predictions, tmp_path):
     _one_line_error(_run("evaluate", perfect, empty, "--truth", truth, "--out", out),
                     "in both")
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# refusals of train / ensemble before anything runs, and the shared cli.common helpers
+# --------------------------------------------------------------------------------------------
+def test_train_and_ensemble_refusals(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    images = tmp_path / "images"
+    _save(images / "sub-01_0000.nii.gz", np.zeros((2, 2, 2), np.float32))
+    _one_line_error(_run("train", 601, tmp_path / "work", "--scheme", "default", "--device",
+                         "cpu", "--fold", "x"), "--fold takes an integer or 'all'", "('x',)")
+    _one_line_error(_run("train", 601, tmp_path / "work", "--scheme", "default", "--device",
+                         "cuda"), "--device cuda", "--device cpu")
+    assert not (tmp_path / "work").exists()  # refused before nnU-Net's folders are made
+    _one_line_error(_run("ensemble", images, tmp_path / "pred"), "either --model")
+    _one_line_error(_run("ensemble", images, tmp_path / "pred", "--model", "x", "--member",
+                         "a=b"), "either --model")
+    _one_line_error(_run("ensemble", images, tmp_path / "pred", "--model", "x", "--device",
+                         "cuda"), "--device cuda")
+    split = tmp_path / "splits.json"
+    split.write_text(json.dumps([{"train": ["sub-01"], "val": ["sub-02"]}]))
+    _one_line_error(_run("ensemble", images, tmp_path / "pred", "--model", "x", "--split",
+                         split, "--device", "cpu"), "--split and --fold go together")
+    _one_line_error(_run("ensemble", images, tmp_path / "pred", "--model", "x", "--split",
+                         split, "--fold", 1, "--device", "cpu"), "1 folds; --fold 1")
+    _one_line_error(_run("ensemble", images, tmp_path / "pred", "--model", "x", "--split",
+                         split, "--fold", 0, "--device", "cpu"), "no .nii/.nii.gz images",
+                    images)
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "pred" / "old.nii.gz").write_text("")
+    _one_line_error(_run("ensemble", images, tmp_path / "pred", "--model", "x", "--device",
+                         "cpu"), tmp_path / "pred", "not empty", "--force")
+    _one_line_error(_run("ensemble", images, tmp_path / "pred", "--model", tmp_path / "x",
+                         "--device", "cpu", "--force"), tmp_path / "x")
+    _one_line_error(_run("ensemble", images, tmp_path / "pred2", "--member", "bad",
+                         "--device", "cpu"), "NAME=MODEL_FOLDER")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "pred", "splits.json"]
+
+
+def test_usage_errors_name_their_program(capsys):
+    from stroke_lesion_app.cli.common import EXIT_USAGE, ModelUsageError, UsageError
+
+    UsageError("bad input").show()
+    ModelUsageError("bad model input").show()
+    assert capsys.readouterr().err.splitlines() == [
+        "stroke-lesion-app: error: bad input", "stroke-lesion-model: error: bad model input"]
+    assert UsageError("x").exit_code == ModelUsageError("x").exit_code == EXIT_USAGE == 2
+
+
+def test_resolve_device_option(monkeypatch):
+    import torch
+
+    from stroke_lesion_app.cli.common import ModelUsageError, UsageError, resolve_device_option
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device_option("cpu") == resolve_device_option("auto") == "cpu"
+    with pytest.raises(ModelUsageError, match="--device cuda: no CUDA device") as refused:
+        resolve_device_option("cuda", ModelUsageError)
+    assert "\n" not in refused.value.format_message()
+    with pytest.raises(UsageError, match="unknown"):
+        resolve_device_option("tpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device_option("auto") == resolve_device_option("cuda") == "cuda"
+
+
+@pytest.mark.parametrize(("verbose", "default", "level"), [
+    (0, "WARNING", "WARNING"), (1, "WARNING", "INFO"), (2, "WARNING", "DEBUG"),  # model
+    (0, "INFO", "INFO"), (1, "INFO", "INFO"), (3, "INFO", "DEBUG"),  # app
+])
+def test_setup_logging_levels(verbose, default, level):
+    import logging
+
+    from stroke_lesion_app.cli.common import setup_logging
+
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    try:
+        setup_logging(verbose, getattr(logging, default), quiet=("chatty.library",))
+        assert logging.getLevelName(root.level) == level
+        assert logging.getLogger("chatty.library").level == logging.WARNING
+    finally:
+        root.handlers[:] = saved[1]
+        root.setLevel(saved[0])
+        logging.getLogger("chatty.library").setLevel(logging.NOTSET)
+
+
+def test_one_line():
+    from stroke_lesion_app.cli.common import one_line
+
+    assert one_line(ValueError("a\n  b\tc ")) == "a b c"

@@ -149,3 +149,23 @@ def test_subworkflow_fields():
     projection = init_lesion_to_native_wf(omp_nthreads=2)
     assert projection.get_node("project_probseg").inputs.interpolation == "linear"
     assert projection.get_node("project_mask").inputs.interpolation == "genericLabel"
+
+
+def test_builder_without_a_gpu_leaves_auto_to_the_nodes(tmp_path, manifest_only_bundle,
+                                                          monkeypatch):
+    """A GPU-less login node builds the graph for GPU compute nodes (--plugin SLURM): the
+    builder must not turn ``auto`` into ``cpu``, nor refuse ``cuda``."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    for device in ("auto", "cuda"):
+        config = Config(ExecutionSettings(bids_dir=Path("/data"), output_dir=tmp_path / "out",
+                                          work_dir=tmp_path / "work"),
+                        workflow=WorkflowSettings(device=device,
+                                                  model=str(manifest_only_bundle.root)))
+        workflow = init_stroke_lesion_wf(config=config, inputs=_inputs()[:1],
+                                         bundle=manifest_only_bundle)
+        segment = workflow.get_node("sub-01_wf.lesion_wf.lesion_seg_wf.segment_lesion")
+        assert segment.inputs.inference.device == device
+        assert workflow.get_node("sub-01_wf.anat_prep_wf.brain_extraction").inputs.device == device
