@@ -145,17 +145,39 @@ class Config:
         return write_text_atomic(path, tomli_w.dumps(self.to_dict()))
 
     @classmethod
-    def load(cls, path: Path | str) -> "Config":
-        """Read settings written by :meth:`to_filename`."""
-        content = tomllib.loads(Path(path).read_text())
+    def load(cls, path: Path | str) -> Config:
+        """Read settings written by :meth:`to_filename` (or a hand-written file in that format,
+        where every key and section may be left out).
+
+        Raises
+        ------
+        ValueError
+            Not TOML, or a section or key that :class:`Config` does not have (one line naming
+            the file and the key).
+        """
+        try:
+            content = tomllib.loads(Path(path).read_text())
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+            raise ValueError(f"{path}: not a readable TOML settings file ({error}).") from None
         sections = {}
-        for name, section_type in (("execution", ExecutionSettings),
-                                   ("nipype", NipypeSettings),
-                                   ("workflow", WorkflowSettings)):
-            values = content.get(name, {})
-            for item in fields(section_type):
-                if item.name in values and item.name.endswith("_dir"):
-                    values[item.name] = Path(values[item.name])
+        types = {"execution": ExecutionSettings, "nipype": NipypeSettings,
+                 "workflow": WorkflowSettings}
+        unknown = sorted(set(content) - set(types))
+        if unknown:
+            raise ValueError(f"{path}: unknown section(s) {unknown}; the sections are "
+                             f"{sorted(types)}.")
+        for name, section_type in types.items():
+            values = dict(content.get(name, {}))
+            known = {item.name for item in fields(section_type)}
+            if set(values) - known:
+                raise ValueError(f"{path}: [{name}] has unknown key(s) "
+                                 f"{sorted(set(values) - known)}; known: {sorted(known)}.")
+            for key in values:
+                if key.endswith("_dir"):
+                    values[key] = Path(values[key])
+            if name == "execution":  # the paths of the run that wrote the file, if any
+                values.setdefault("bids_dir", Path())
+                values.setdefault("output_dir", Path())
             if name == "workflow" and "atlases" in values:
                 values["atlases"] = [
                     Atlas(entry["name"], Path(entry["image"]),

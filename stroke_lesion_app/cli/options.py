@@ -145,6 +145,11 @@ atlas = click.option(
     "--atlas", "atlases", multiple=True, callback=_atlases, metavar="NAME=IMAGE[:LABELS]",
     help="Label atlas in MNI152NLin2009aSym space for regional lesion load (repeatable); "
          "LABELS is a TSV with 'index' and 'name' columns or an FSL/MRIcron .txt table.")
+config_file = click.option(
+    "--config-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Settings of an earlier run (its OUTPUT_DIR/sub-*/log/<run>/stroke_lesion_app.toml) "
+         "or a TOML file in that format; options given on the command line win.")
 stop_on_first_crash = click.option("--stop-on-first-crash", is_flag=True,
                                    help="Stop the whole run at the first failing node.")
 verbose = click.option("-v", "--verbose", count=True,

@@ -62,12 +62,13 @@ class ParticipantResult:
 @options.registration
 @options.atlas
 @options.stop_on_first_crash
+@options.config_file
 @options.verbose
 @click.version_option(__version__, "--version", prog_name="stroke-lesion-app")
 def cli(bids_dir, output_dir, analysis_level, participant_labels, session_labels,
         bids_filter_file, skip_bids_validation, work_dir, nprocs, omp_nthreads, mem_gb, plugin,
         plugin_settings, model, lesion_source, device, tta, step_size, fast, skull_strip,
-        registration, atlases, stop_on_first_crash, verbose):
+        registration, atlases, stop_on_first_crash, config_file, verbose):
     """Find and measure stroke lesions on T1-weighted MRI in a BIDS dataset.
 
     BIDS_DIR is the input dataset (never written to), OUTPUT_DIR the derivatives folder
@@ -97,14 +98,6 @@ def cli(bids_dir, output_dir, analysis_level, participant_labels, session_labels
     if omp_nthreads:
         nipype_settings.omp_nthreads = omp_nthreads
     nipype_settings.mem_gb = mem_gb
-    if nipype_settings.plugin.startswith("SLURM"):
-        import getpass
-
-        # Nipype's SLURM plugins read $LOGNAME, which containers and CI often leave unset
-        try:
-            os.environ.setdefault("LOGNAME", getpass.getuser())
-        except (KeyError, OSError):  # a uid without a passwd entry (some containers)
-            os.environ.setdefault("LOGNAME", "stroke-lesion-app")
     config = Config(
         execution=ExecutionSettings(
             bids_dir=bids_dir.absolute(), output_dir=output_dir.absolute(),
@@ -124,6 +117,11 @@ def cli(bids_dir, output_dir, analysis_level, participant_labels, session_labels
 
     try:
         config.execution.bids_filters = load_filters(bids_filter_file)
+        if config_file is not None:
+            apply_config_file(config, Config.load(config_file), click.get_current_context())
+            LOGGER.info("Settings from %s (options given on the command line win).", config_file)
+        if config.nipype.plugin.startswith("SLURM"):
+            _set_logname()
         if analysis_level == "group":
             run_group(config)
             sys.exit(EXIT_OK)
@@ -137,6 +135,60 @@ def cli(bids_dir, output_dir, analysis_level, participant_labels, session_labels
             click.echo(f"  {label}: {reason}", err=True)
         sys.exit(EXIT_SUBJECTS_FAILED)
     sys.exit(EXIT_OK)
+
+
+#: Command-line parameter → (section, field) of :class:`Config` that ``--config-file`` fills.
+CONFIG_FILE_FIELDS = {
+    "participant_labels": [("execution", "participant_labels")],
+    "session_labels": [("execution", "session_labels")],
+    "bids_filter_file": [("execution", "bids_filters")],
+    "skip_bids_validation": [("execution", "skip_bids_validation")],
+    "work_dir": [("execution", "work_dir")],
+    "nprocs": [("nipype", "nprocs")],
+    "omp_nthreads": [("nipype", "omp_nthreads")],
+    "mem_gb": [("nipype", "mem_gb")],
+    "plugin": [("nipype", "plugin")],
+    "plugin_settings": [("nipype", "plugin"), ("nipype", "plugin_args")],
+    "stop_on_first_crash": [("nipype", "stop_on_first_crash")],
+    "model": [("workflow", "model")],
+    "lesion_source": [("workflow", "lesion_source")],
+    "device": [("workflow", "device")],
+    "tta": [("workflow", "tta")],
+    "step_size": [("workflow", "step_size")],
+    "fast": [("workflow", "fast")],
+    "skull_strip": [("workflow", "skull_strip")],
+    "registration": [("workflow", "registration")],
+    "atlases": [("workflow", "atlases")],
+}
+
+
+def apply_config_file(config: Config, saved: Config, context: click.Context) -> None:
+    """Fill ``config`` from ``saved`` (a ``stroke_lesion_app.toml`` of an earlier run, or one
+    written by hand) for every option not given on the command line.
+
+    The positional arguments (BIDS_DIR, OUTPUT_DIR, the level), the verbosity, the run id and
+    the version always come from this run.
+    """
+    from click.core import ParameterSource
+
+    given = {target for name, targets in CONFIG_FILE_FIELDS.items()
+             if context.get_parameter_source(name) == ParameterSource.COMMANDLINE
+             for target in targets}
+    for targets in CONFIG_FILE_FIELDS.values():
+        for section, field_name in targets:
+            if (section, field_name) not in given:
+                setattr(getattr(config, section), field_name,
+                        getattr(getattr(saved, section), field_name))
+
+
+def _set_logname() -> None:
+    """Nipype's SLURM plugins read ``$LOGNAME``, which containers and CI often leave unset."""
+    import getpass
+
+    try:
+        os.environ.setdefault("LOGNAME", getpass.getuser())
+    except (KeyError, OSError):  # a uid without a passwd entry (some containers)
+        os.environ.setdefault("LOGNAME", "stroke-lesion-app")
 
 
 def main(args: list[str] | None = None) -> None:

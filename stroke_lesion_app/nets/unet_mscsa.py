@@ -3,7 +3,7 @@
 The networks subclass ``dynamic_network_architectures``' :class:`PlainConvUNet` and
 :class:`ResidualEncoderUNet` (the classes nnU-Net v2 plans name), so every plan an nnU-Net v2
 planner writes (any number of stages, any patch size, any convs per stage, 2D or 3D) builds. The
-only change is the forward pass (spec §2.12)::
+only change is the forward pass (``docs/mscsa-spec.md`` §2.12)::
 
     skips = self.encoder(x)
     skips = self.mscsa(skips)   # all stages, bottleneck included, are replaced

@@ -1,6 +1,7 @@
 """nnU-Net v2 port of the v1 ``nnUNetTrainerV2_DA3`` augmentation used by the paper's Res U-Net.
 
-Spec §2.6. Compared with nnU-Net v2's default pipeline (``nnUNetTrainer.get_training_transforms``):
+``docs/mscsa-spec.md`` §2.6. Compared with nnU-Net v2's default pipeline
+(``nnUNetTrainer.get_training_transforms``):
 
 ==========================  =====================  ======================================
 transform                   v2 default             DA3 (this module)

@@ -1,6 +1,6 @@
 """Conversion of lesion datasets to nnU-Net v2 raw datasets on the MNI152NLin2009aSym grid.
 
-Three sources (spec §5 "Data"):
+Three sources (``docs/mscsa-spec.md`` §5 "Data"):
 
 * :func:`convert_atlas` - an ATLAS v2.0 tree. Like the paper's ``convert.py``, the T1w images are
   copied unchanged (they are on the 1 mm template grid already) and the masks are binarised

@@ -1,6 +1,6 @@
 """Evaluation of lesion masks: the paper's per-case metrics, the small-lesion subset, Table 1, Fig.
 
-Spec §2.10 and §2.11. The per-case metrics reproduce the paper's ``scoring.py`` /
+``docs/mscsa-spec.md`` §2.10 and §2.11. The per-case metrics reproduce the paper's ``scoring.py`` /
 ``run_parallel.py`` (the ATLAS challenge scoring plus size bins), computed on binary masks:
 
 ============================  ===================  =========================================

@@ -5,7 +5,7 @@ Used by the ``build_network_architecture`` static methods in
 The plan's architecture entry is copied, never edited in place.
 
 * the plan's own backbone (``PlainConvUNet`` or ``ResidualEncoderUNet``) with or without MSCSA;
-* the v1 "Res U-Net" backbone of the paper (spec §1.8, §2.6): nnU-Net v2's
+* the v1 "Res U-Net" backbone of the paper (``docs/mscsa-spec.md`` §1.8, §2.6): nnU-Net v2's
   ``ResidualEncoderUNet`` with (1, 2, 3, 4, 4, 4) residual blocks per encoder stage (truncated
   or extended with 4 to the plan's number of stages) and one conv per decoder stage, every other
   setting (stages, features, kernels, strides, norm, nonlinearity) taken from the plan.

@@ -4,7 +4,7 @@ The steps are nnU-Net's own (``nnUNetv2_plan_and_preprocess`` then ``nnUNetv2_tr
 through its Python API so that our trainers are found (``nnUNet_extTrainer``), the folders are
 set per run (:func:`nnunet_environment`), and a fold is resumable from its last checkpoint.
 
-Schemes (spec §2) map to our frozen trainer names:
+Schemes (``docs/mscsa-spec.md`` §2) map to our frozen trainer names:
 
 ==========  ===================================  ==========================================
 scheme      ``mscsa=False``                      ``mscsa=True``

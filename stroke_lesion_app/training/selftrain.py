@@ -1,4 +1,5 @@
-"""Self-training (spec §2.7): pseudo-label unlabelled images with an ensemble, then retrain.
+"""Self-training (``docs/mscsa-spec.md`` §2.7): pseudo-label unlabelled images with an ensemble,
+then retrain.
 
 One round, as published:
 

@@ -1,6 +1,7 @@
 """Size-balanced k-fold cross-validation splits in nnU-Net's ``splits_final.json`` format.
 
-Spec §2.9. The paper's ``splits_final.pkl`` (identical to MAPPING's ``fold_index.csv``) is
+``docs/mscsa-spec.md`` §2.9. The paper's ``splits_final.pkl`` (identical to MAPPING's
+``fold_index.csv``) is
 called "size-balanced", but the code that built it is not published. We use stratification by
 rank:
 

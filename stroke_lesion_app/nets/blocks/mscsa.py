@@ -1,7 +1,7 @@
 """Multi-Stage Cross-Scale Attention (MSCSA) building blocks, pure PyTorch.
 
 Implements the add-on module of Shang et al., *Stroke lesion segmentation using multi-stage
-cross-scale attention* (arXiv 2501.15423), as described in ``shared/design/mscsa-spec.md``
+cross-scale attention* (arXiv 2501.15423), as described in ``docs/mscsa-spec.md``
 (section numbers below refer to that note). The published configuration (spec §1.1) is the
 default of every constructor:
 

@@ -1,4 +1,5 @@
-"""nnU-Net v2 trainers of the paper's schemes, with and without MSCSA (spec §2.2-§2.6).
+"""nnU-Net v2 trainers of the paper's schemes, with and without MSCSA
+(``docs/mscsa-spec.md`` §2.2-§2.6).
 
 This folder is listed in ``nnUNet_extTrainer`` (see ``stroke_lesion_app.core.nnunet_lookup``);
 nnU-Net imports this module as the top-level module ``stroke_lesion_trainers``, so it uses
