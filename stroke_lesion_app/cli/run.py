@@ -128,6 +128,8 @@ def cli(bids_dir, output_dir, analysis_level, participant_labels, session_labels
         result = run_participant(config)
     except (BIDSInputError, ImageError, ValueError) as error:
         raise UsageError(str(error)) from None
+    except OSError as error:  # a full disk, a folder that became unwritable
+        raise UsageError(os_error_line(error)) from None
     if result.failed:
         click.echo(f"stroke-lesion-app: {len(result.failed)} of "
                    f"{len(result.failed) + len(result.succeeded)} image(s) failed:", err=True)
@@ -197,9 +199,44 @@ def main(args: list[str] | None = None) -> None:
 
 
 def _nipype_logging(verbose: int) -> dict[str, str]:
-    """Nipype's log levels for a verbosity count (its own handler prints them)."""
+    """Nipype's log levels for a verbosity count (its own handler prints them).
+
+    Without ``-v`` Nipype's failure reports (a traceback per failed node) stay quiet: the run's
+    summary gives each failed image's reason in one line and its crash file.
+    """
     level = {0: "WARNING", 1: "INFO"}.get(verbose, "DEBUG")
-    return {"workflow_level": level, "interface_level": level, "utils_level": level}
+    return {"workflow_level": "CRITICAL" if verbose == 0 else level, "interface_level": level,
+            "utils_level": level}
+
+
+def os_error_line(error: OSError) -> str:
+    """One line for an operating-system error, naming the file and the fix."""
+    where = error.filename2 or error.filename
+    reason = error.strerror or str(error)
+    fix = {28: "free space there or choose another folder",
+           13: "make it writable or choose another folder",
+           30: "choose a writable folder"}.get(error.errno, "check the folder")
+    return f"{where}: {reason}; {fix}." if where else f"{reason}; {fix}."
+
+
+def exception_line(error: BaseException) -> str:
+    """The exception that caused ``error`` (Nipype re-raises and wraps), in one line."""
+    cause = error.__cause__ or error
+    if isinstance(cause, OSError):
+        return f"{type(cause).__name__}: {os_error_line(cause)}"
+    return last_meaningful_line(f"{type(cause).__name__}: {cause}")
+
+
+def last_meaningful_line(text: str) -> str:
+    """The last line of a traceback or crash report that is not traceback scaffolding: the
+    exception and its message."""
+    lines = [line.strip() for line in text.splitlines()]
+    lines = [line for line in lines
+             if line and not line.startswith(("Traceback", "File ", "^", "~"))]
+    line = lines[-1] if lines else "crashed"
+    if "[Errno 28]" in line:  # ENOSPC, as text inside a Nipype error
+        line += "; free space in the output and work folders or choose others"
+    return line
 
 
 #: Plugins whose nodes run on this machine: there ``--device cuda`` is checked before any node.
@@ -325,11 +362,21 @@ def _run_workflow(config: Config, runnable, bundle) -> tuple[list[str], dict[str
                                      inference=config.workflow.inference_settings())
     LOGGER.info("Processing %d image(s) with Nipype %s (%s)", len(runnable),
                 config.nipype.plugin, config.nipype.plugin_settings()["plugin_args"])
+    from stroke_lesion_app.cli.supervision import SupervisedMultiProcPlugin, stop_on_signals
+
+    settings = config.nipype.plugin_settings()
+    plugin = settings["plugin"]
+    if plugin == "MultiProc":  # Nipype's MultiProc, with workers that die with the run
+        plugin = SupervisedMultiProcPlugin(plugin_args=settings["plugin_args"])
     try:
-        workflow.run(**config.nipype.plugin_settings())
-    except RuntimeError as error:  # Nipype raises after running every node it could
+        with stop_on_signals():
+            workflow.run(plugin=plugin, plugin_args=settings["plugin_args"])
+    except Exception as error:  # Nipype raises after running every node it could
+        run_error = error
         LOGGER.error("Some nodes failed (%s); see the crash files listed below.",
-                     str(error).splitlines()[0])
+                     exception_line(error))
+    else:
+        run_error = None
     succeeded, failed = [], {}
     for t1w_input in runnable:
         own_crashes = sorted((subject_log_dir(config, t1w_input) / t1w_input.name).glob("crash-*"))
@@ -338,9 +385,14 @@ def _run_workflow(config: Config, runnable, bundle) -> tuple[list[str], dict[str
                                                      config.workflow.lesion_source)
                    if not path.exists()]
         if own_crashes or missing:
-            failed[t1w_input.name] = (
-                f"{crash_reason(own_crashes[0])} (crash file: {own_crashes[0]})" if own_crashes
-                else f"did not produce {missing[0]}; re-run with -v and check {execution.work_dir}")
+            if own_crashes:
+                reason = f"{crash_reason(own_crashes[0])} (crash file: {own_crashes[0]})"
+            elif run_error is not None:  # e.g. a full disk: no crash file could be written
+                reason = f"{exception_line(run_error)} (did not produce {missing[0]})"
+            else:
+                reason = (f"did not produce {missing[0]}; re-run with -v and check "
+                          f"{execution.work_dir}")
+            failed[t1w_input.name] = reason
         else:
             succeeded.append(t1w_input.name)
     for subject in sorted({t1w_input.entities["subject"] for t1w_input in runnable}):
@@ -355,11 +407,9 @@ def _run_workflow(config: Config, runnable, bundle) -> tuple[list[str], dict[str
 def crash_reason(crash_file: Path) -> str:
     """The last meaningful line of a Nipype crash file: the exception and its message."""
     try:
-        lines = [line.strip() for line in crash_file.read_text(errors="replace").splitlines()]
+        return last_meaningful_line(crash_file.read_text(errors="replace"))
     except OSError:
         return "crashed"
-    lines = [line for line in lines if line and not line.startswith(("Traceback", "File ", "^"))]
-    return lines[-1] if lines else "crashed"
 
 
 def _report_header(config: Config, bundle) -> str:

@@ -5,6 +5,7 @@ Every check raises :class:`ImageError` with one line that names the file and say
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -16,6 +17,18 @@ LOGGER = logging.getLogger("stroke_lesion_app.images")
 #: Smallest and largest plausible voxel size of a structural MRI, in mm.
 VOXEL_SIZE_RANGE_MM = (0.1, 10.0)
 
+#: Fewest voxels (slices) along every axis. Skull-stripping, N4, registration and the 3D
+#: network all need a few slices per axis; a whole-brain T1w has at least ~20 even at 6 mm
+#: slices. Refuses single-slice images, 2-slice slabs and "6-voxel" images.
+MIN_VOXELS_PER_AXIS = 8
+
+#: Smallest field of view (voxels x voxel size) along every axis, in mm. A real brain is about
+#: 140 x 170 x 120 mm, so whole-brain scans cover >= ~100 mm on every axis even when cropped;
+#: a realistic production value would be 100. It is kept at 20 mm because the test suite runs
+#: the app on tiny synthetic heads of 12 x 14 x 10 voxels at 2 mm (24 x 28 x 20 mm,
+#: ``tests/conftest.py::tiny_head``); raise it once those heads cover a realistic extent.
+MIN_EXTENT_MM = 20.0
+
 
 class ImageError(ValueError):
     """An input image that cannot be processed; the message is one line with file and fix."""
@@ -25,8 +38,11 @@ def load_t1w(path: Path | str) -> nib.Nifti1Image:
     """Load and check a T1w image; return it as a 3D NIfTI image (data not yet conformed).
 
     Checks: the file is a readable NIfTI; it is 3D (a 4D image with a single volume is
-    accepted and squeezed); the affine is finite and invertible with voxel sizes between 0.1 and
-    10 mm; the data are finite somewhere and not constant.
+    accepted and squeezed); the header's voxel sizes (pixdim[1:4], as stored: nibabel silently
+    turns 0 into 1) are finite and not 0; the header has an orientation (qform_code or
+    sform_code > 0); the affine is finite and invertible with voxel sizes between 0.1 and
+    10 mm; the data are finite somewhere and not constant; every axis has at least
+    :data:`MIN_VOXELS_PER_AXIS` voxels and a field of view of at least :data:`MIN_EXTENT_MM`.
 
     Parameters
     ----------
@@ -45,8 +61,11 @@ def load_t1w(path: Path | str) -> nib.Nifti1Image:
     """
     path = Path(path)
     try:
-        image = nib.load(str(path))
-        data = np.asanyarray(image.dataobj)
+        # nibabel logs (without the file name) what it fixes in the header, e.g. pixdim 0 -> 1;
+        # the checks below report what matters, with the file name
+        with _quiet_nibabel():
+            image = nib.load(str(path))
+            data = np.asanyarray(image.dataobj)
     except FileNotFoundError:
         raise ImageError(f"{path}: file not found; check the path.") from None
     except Exception as error:  # nibabel raises many types for corrupt files
@@ -58,6 +77,7 @@ def load_t1w(path: Path | str) -> nib.Nifti1Image:
     if data.ndim != 3:
         raise ImageError(f"{path}: {data.ndim}D image of shape {data.shape}; a T1w must be one "
                          "3D volume: split the series and keep one volume per run.")
+    _check_header(path, image)
     affine = image.affine
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     if (not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12
@@ -72,11 +92,72 @@ def load_t1w(path: Path | str) -> nib.Nifti1Image:
     if values.min() == values.max():
         raise ImageError(f"{path}: constant image (every voxel is {values.min()}); the image "
                          "holds no data - re-export it from the scanner.")
+    _check_extent(path, data.shape, zooms)
     if not finite.all():
         LOGGER.warning("%s: %d NaN/Inf voxels set to 0", path, int((~finite).sum()))
     header = image.header.copy()
     header.set_data_shape(data.shape)
     return nib.Nifti1Image(data, affine, header)
+
+
+@contextlib.contextmanager
+def _quiet_nibabel():
+    """Silence nibabel's header-fix warnings (logger ``nibabel.global``) for the block."""
+    logger = logging.getLogger("nibabel.global")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _stored_header(image) -> nib.Nifti1Header | None:
+    """The NIfTI header as stored in the file, before nibabel's fixes; None if not NIfTI."""
+    if not isinstance(image.header, nib.Nifti1Header):  # Nifti2Header is a subclass
+        return None
+    holder = image.file_map.get("header", image.file_map["image"])
+    try:
+        with holder.get_prepare_fileobj(mode="rb") as fileobj:
+            return image.header_class.from_fileobj(fileobj, check=False)
+    except (OSError, EOFError, ValueError, nib.filebasedimages.ImageFileError):
+        # already read once by nib.load, so unexpected: fall back to the fixed header
+        return image.header
+
+
+def _check_header(path: Path, image) -> None:
+    """Refuse voxel sizes of 0 or NaN in pixdim and a header without orientation."""
+    header = _stored_header(image)
+    if header is None:
+        return
+    pixdim = np.asarray(header["pixdim"][1:4], dtype=float)
+    if not np.all(np.isfinite(pixdim)) or np.any(pixdim == 0):
+        raise ImageError(f"{path}: voxel sizes in the header are 0 or not a number (pixdim[1:4] "
+                         f"= {pixdim.tolist()}), so the size of the brain and of any lesion is "
+                         "unknown; re-export the image from DICOM (e.g. dcm2niix) or set the "
+                         "scanner's voxel sizes in the header (e.g. fslchpixdim).")
+    qform_code, sform_code = int(header["qform_code"]), int(header["sform_code"])
+    if int(image.header["qform_code"]) <= 0 and int(image.header["sform_code"]) <= 0:
+        raise ImageError(f"{path}: no orientation in the header (qform_code {qform_code}, "
+                         f"sform_code {sform_code}), so left and right are unknown; re-export "
+                         "the image from DICOM (e.g. dcm2niix), which writes the scanner's "
+                         "orientation.")
+
+
+def _check_extent(path: Path, shape: tuple, zooms: np.ndarray) -> None:
+    """Refuse images with too few voxels or too small a field of view on some axis."""
+    size = "x".join(str(int(n)) for n in shape)
+    if min(shape) < MIN_VOXELS_PER_AXIS:
+        raise ImageError(f"{path}: too few voxels ({size}; at least {MIN_VOXELS_PER_AXIS} per "
+                         "axis needed); a T1w must be a 3D volume of the whole brain - use the "
+                         "full 3D acquisition, not a single slice, slab, localizer or thumbnail.")
+    extent = np.asarray(shape, dtype=float) * zooms
+    if np.any(extent < MIN_EXTENT_MM - 1e-3):
+        raise ImageError(f"{path}: field of view too small ({size} voxels = "
+                         f"{'x'.join(f'{e:g}' for e in np.round(extent, 1))} mm; at least "
+                         f"{MIN_EXTENT_MM:g} mm per axis needed); a T1w must cover the whole "
+                         "brain - use the full acquisition, not a crop or slab, and check the "
+                         "voxel sizes in the header.")
 
 
 def conform_t1w(image: nib.Nifti1Image) -> nib.Nifti1Image:

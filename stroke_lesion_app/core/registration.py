@@ -36,7 +36,12 @@ INTERPOLATORS = ("linear", "nearestNeighbor", "genericLabel", "bSpline")
 
 
 def set_ants_threads(num_threads: int) -> None:
-    """Threads ITK may use in this process (ANTs reads the variable at each call)."""
+    """Threads ITK may use in this process.
+
+    ITK reads ``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` once per process, at its first
+    multi-threaded call; a later change has no effect in that process (antspyx has no call to
+    change it), so a worker keeps the thread count of the first ANTs step it ran.
+    """
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(max(1, int(num_threads)))
 
 

@@ -10,6 +10,7 @@ from nipype.interfaces.base import (
     File,
     SimpleInterface,
     TraitedSpec,
+    isdefined,
     traits,
 )
 
@@ -24,6 +25,10 @@ class _LesionLoadInputSpec(BaseInterfaceInputSpec):
     std2anat_xfm = File(exists=True, mandatory=True,
                         desc="template → T1w transform (maps native points to template mm)")
     atlases = traits.List(traits.Instance(Atlas), desc="label atlases on the template")
+    atlas_files = traits.List(File(exists=True),
+                              desc="the atlases' images and label tables, filled in from "
+                                   "atlases: hashed like any input file, so an atlas edited "
+                                   "in place makes the node run again")
     connectivity = traits.Enum(26, 6, 18, usedefault=True, desc="component neighbourhood")
 
 
@@ -39,6 +44,16 @@ class LesionLoad(SimpleInterface):
 
     input_spec = _LesionLoadInputSpec
     output_spec = _LesionLoadOutputSpec
+
+    def __init__(self, **inputs):
+        super().__init__(**inputs)
+        self.inputs.on_trait_change(self._list_atlas_files, "atlases")
+        self._list_atlas_files()
+
+    def _list_atlas_files(self, *_):
+        atlases = self.inputs.atlases if isdefined(self.inputs.atlases) else []
+        self.inputs.atlas_files = [str(path) for atlas in atlases
+                                   for path in (atlas.image, atlas.labels) if path is not None]
 
     def _run_interface(self, runtime):
         from stroke_lesion_app.core.registration import transform_points

@@ -75,7 +75,9 @@ class ImageReport(SimpleInterface):
                 figures / bids_core.figure_name(entities, "lesion"),
                 title="Lesion outline (yellow) over the T1w, native space")
             out_figures.append(str(lesion_png))
-            lesion_html += (f"<p>Lesion mask: {html.escape(self.inputs.lesion_source)}</p>"
+            source = (self.inputs.lesion_source if isdefined(self.inputs.lesion_source)
+                      else "not stated")
+            lesion_html += (f"<p>Lesion mask: {html.escape(source)}</p>"
                             f"<img src='sub-{entities['subject']}/figures/{lesion_png.name}' "
                             "alt='lesion outline'>")
             if isdefined(self.inputs.lesion_load):
@@ -110,7 +112,9 @@ class ImageReport(SimpleInterface):
             "Input image": ", ".join(f"{key} {value}" for key, value in description.items()),
             "Skull-stripping": self.inputs.skull_strip_method,
             "Registration": self.inputs.registration,
-            "Template": f"MNI152NLin2009aSym 1 mm ({self.inputs.template_source})",
+            "Template": "MNI152NLin2009aSym 1 mm" + (
+                f" ({self.inputs.template_source})" if isdefined(self.inputs.template_source)
+                else ""),
         }
         return "<dl>" + "".join(
             f"<dt>{html.escape(key)}</dt><dd>{html.escape(str(value))}</dd>"

@@ -271,3 +271,43 @@ def test_bundle_manifest_read_once_and_checkpoints_hashed_once(bids_root, tmp_pa
     assert sorted(hashed_in_run) == sorted(checkpoints)
     for subject in ("01", "02"):
         assert (out / f"sub-{subject}" / "anat" / f"sub-{subject}_label-L_mask.nii.gz").is_file()
+
+
+def _zero_pixdim_head() -> bytes:
+    """A tiny head whose stored header has voxel sizes 0 (nibabel would fix them on save)."""
+    import gzip
+    import io
+
+    raw = bytearray(tiny_head(seed=3).to_bytes())
+    header = nib.Nifti1Header.from_fileobj(io.BytesIO(bytes(raw)), check=False)
+    header["pixdim"][1:4] = 0
+    raw[:348] = header.binaryblock
+    return gzip.compress(bytes(raw))
+
+
+@pytest.mark.integration
+def test_images_that_cannot_give_a_trustworthy_mask_are_refused(bids_root, tmp_path):
+    """6 voxels, a single slice, zero voxel sizes: one line each naming the file, no outputs."""
+    ramp = np.arange(6, dtype=np.int16).reshape(1, 2, 3) * 100
+    one_slice = tiny_head().get_fdata()[:, :, 5:6].astype(np.int16)
+    root = bids_root({
+        "sub-01/anat/sub-01_T1w.nii.gz": None,
+        "sub-02/anat/sub-02_T1w.nii.gz": nib.Nifti1Image(ramp, np.eye(4)),
+        "sub-03/anat/sub-03_T1w.nii.gz": nib.Nifti1Image(one_slice, np.diag([2.0, 2, 2, 1])),
+        "sub-04/anat/sub-04_T1w.nii.gz": _zero_pixdim_head(),
+    })
+    out = tmp_path / "out"
+    result = invoke(root, out, "participant", "-w", tmp_path / "work", "--plugin", "Linear",
+                    "--skull-strip", "none", "--lesion-source", "manual")
+    assert result.exit_code == 1, result.output
+    assert "3 of 4 image(s) failed" in result.output
+    report = {line.split(":")[0].strip(): line for line in result.output.splitlines()
+              if line.startswith("  sub-")}
+    assert set(report) == {"sub-02", "sub-03", "sub-04"}
+    assert "sub-02_T1w.nii.gz: too few voxels (1x2x3;" in report["sub-02"]
+    assert "sub-03_T1w.nii.gz: too few voxels (12x14x1;" in report["sub-03"]
+    assert "sub-04_T1w.nii.gz: voxel sizes in the header are 0" in report["sub-04"]
+    assert "setting 0 dims to 1" not in result.output  # nibabel's own header-fix message
+    assert (out / "sub-01" / "anat" / "sub-01_desc-preproc_T1w.nii.gz").is_file()
+    for subject in ("sub-02", "sub-03", "sub-04"):
+        assert not (out / subject).exists() and not (out / f"{subject}.html").exists()
