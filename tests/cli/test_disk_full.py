@@ -37,16 +37,18 @@ def read_only_folder(tmp_path):
     subprocess.run(["umount", "-l", str(tmp_path / "read-only")], check=False)
 
 
-def _run(*args):
+def _run(*args, cwd):
+    """The app in its own process, from ``cwd`` (where Nipype puts crash files it cannot write
+    into the output folder)."""
     return subprocess.run([sys.executable, "-m", "stroke_lesion_app", *map(str, args)],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, cwd=cwd)
 
 
 def test_output_disk_full(bids_root, tmp_path, small_disk):
     root = bids_root({"sub-01/anat/sub-01_T1w.nii.gz": None})
     out = small_disk / "out"
     result = _run(root, out, "participant", "-w", tmp_path / "work", "--plugin", "Linear",
-                  "--skull-strip", "none", "--lesion-source", "manual")
+                  "--skull-strip", "none", "--lesion-source", "manual", cwd=tmp_path)
     assert result.returncode in (1, 2), result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     errors = [line for line in result.stderr.splitlines() if "No space left on device" in line]
@@ -64,7 +66,7 @@ def test_unwritable_folder(bids_root, tmp_path, read_only_folder, folder):
     root = bids_root({"sub-01/anat/sub-01_T1w.nii.gz": None})
     out = read_only_folder / "out" if folder == "output" else tmp_path / "out"
     work = read_only_folder / "work" if folder == "work" else tmp_path / "work"
-    result = _run(root, out, "participant", "-w", work)
+    result = _run(root, out, "participant", "-w", work, cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     (line,) = [line for line in result.stderr.splitlines() if "error:" in line]
     assert str(read_only_folder) in line and "read-only" in line.lower()

@@ -38,7 +38,7 @@ def _start(bids: Path, out: Path, work: Path) -> subprocess.Popen:
                "-w", str(work), "--nprocs", "2", "--skull-strip", "none",
                "--lesion-source", "manual"]
     return subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, cwd=work.parent)
 
 
 def _wait_for_registration(process: subprocess.Popen, work: Path, timeout: float = 240) -> Path:
