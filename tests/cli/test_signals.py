@@ -99,15 +99,14 @@ def test_die_with_parent_kills_the_orphan(tmp_path):
     """The worker set-up on its own: a child of a killed parent is killed by the kernel."""
     script = tmp_path / "parent.py"
     script.write_text(
-        "import multiprocessing, sys, time\n"
+        "import multiprocessing, os, sys, time\n"
         "from stroke_lesion_app.cli.lifetime import die_with_parent\n"
         "def child():\n"
         "    die_with_parent()\n"
+        "    print(os.getpid(), flush=True)  # ready: the request is in place\n"
         "    time.sleep(120)\n"
         "if __name__ == '__main__':\n"
-        "    process = multiprocessing.get_context('fork').Process(target=child)\n"
-        "    process.start()\n"
-        "    print(process.pid, flush=True)\n"
+        "    multiprocessing.get_context('fork').Process(target=child).start()\n"
         "    time.sleep(120)\n")
     parent = subprocess.Popen([sys.executable, str(script)], start_new_session=True,
                               stdout=subprocess.PIPE, text=True, cwd=os.getcwd())

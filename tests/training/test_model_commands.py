@@ -21,41 +21,15 @@ from stroke_lesion_app.core.bundle import BundleError, load_bundle
 from stroke_lesion_app.training import commands, nnunet_pipeline
 from stroke_lesion_app.training.package import MemberSource, member_identity, package_members
 from stroke_lesion_app.training.splits import install_splits
+from tests.training.conftest import save_image
 
 SPLITS = [{"train": ["sub-02", "sub-03"], "val": ["sub-01"]},
           {"train": ["sub-01", "sub-03"], "val": ["sub-02"]},
           {"train": ["sub-01", "sub-02"], "val": ["sub-03"]}]
-AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
-
-
-def _save(path, data, affine=AFFINE):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.Nifti1Image(np.asarray(data), affine).to_filename(path)
-    return path
 
 
 def _data(path):
     return np.asanyarray(nib.load(str(path)).dataobj)
-
-
-@pytest.fixture
-def source(tmp_path):
-    """``raw/Dataset601_Src``: 3 labelled cases, 2 unlabelled images in imagesTs."""
-    root = tmp_path / "raw" / "Dataset601_Src"
-    rng = np.random.default_rng(0)
-    for index in (1, 2, 3):
-        _save(root / "imagesTr" / f"sub-0{index}_0000.nii.gz",
-              rng.normal(size=(4, 4, 4)).astype(np.float32))
-        label = np.zeros((4, 4, 4), np.uint8)
-        label[:index, :2, :2] = 1
-        _save(root / "labelsTr" / f"sub-0{index}.nii.gz", label)
-    for index in (7, 8):
-        _save(root / "imagesTs" / f"sub-0{index}_0000.nii.gz",
-              rng.normal(size=(4, 4, 4)).astype(np.float32))
-    (root / "dataset.json").write_text(json.dumps({
-        "channel_names": {"0": "T1w"}, "labels": {"background": 0, "lesion": 1},
-        "numTraining": 3, "file_ending": ".nii.gz", "name": "Dataset601_Src"}))
-    return root
 
 
 def _trained_folder(root, trainer="StrokeTrainerDefault", folds=(0, 1)):
@@ -88,8 +62,8 @@ class FakePredictor:
     def predict_file(self, in_file, out_probseg, out_mask):
         image = nib.load(str(in_file))
         data = np.asanyarray(image.dataobj)
-        _save(out_probseg, (data > data.mean()).astype(np.float32), image.affine)
-        _save(out_mask, (data > data.mean()).astype(np.uint8), image.affine)
+        save_image(out_probseg, (data > data.mean()).astype(np.float32), image.affine)
+        save_image(out_mask, (data > data.mean()).astype(np.uint8), image.affine)
         self.calls.append(in_file.name)
 
 
@@ -192,7 +166,7 @@ def test_case_name():
 
 def test_select_images(source, tmp_path):
     images = source / "imagesTr"
-    _save(images / "sub-04.nii", np.zeros((2, 2, 2), np.float32))
+    save_image(images / "sub-04.nii", np.zeros((2, 2, 2), np.float32))
     assert [p.name for p in commands.select_images(images)] == [
         "sub-01_0000.nii.gz", "sub-02_0000.nii.gz", "sub-03_0000.nii.gz", "sub-04.nii"]
     split = tmp_path / "splits.json"
@@ -312,7 +286,7 @@ def test_evaluate_schemes(source, tmp_path):
     truth = source / "labelsTr"
     empty = tmp_path / "empty"
     for path in sorted(truth.iterdir()):
-        _save(empty / path.name, np.zeros((4, 4, 4), np.uint8))
+        save_image(empty / path.name, np.zeros((4, 4, 4), np.uint8))
     out = tmp_path / "eval"
     folders = {"perfect": [truth], "empty": [empty]}
     paths = commands.evaluation_outputs(out, list(folders))

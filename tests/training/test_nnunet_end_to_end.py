@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 import torch
 
-from stroke_lesion_app.training import TRAINER_ENV_VAR, ensure_trainer_discovery
+from stroke_lesion_app.core.nnunet_lookup import TRAINER_ENV_VAR, ensure_trainer_discovery
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

@@ -21,38 +21,12 @@ from stroke_lesion_app.training.selftrain import (
     write_selftrain_dataset,
 )
 from stroke_lesion_app.training.splits import check_splits
+from tests.training.conftest import save_image
 
 SPLITS = [{"train": ["sub-02", "sub-03"], "val": ["sub-01"]},
           {"train": ["sub-01", "sub-03"], "val": ["sub-02"]},
           {"train": ["sub-01", "sub-02"], "val": ["sub-03"]}]
 MODEL = {"name": "fake", "version": "1", "path": "/somewhere", "threshold": 0.5}
-
-
-def _save(path, data):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.Nifti1Image(np.asarray(data), np.diag([2.0, 2.0, 2.0, 1.0])).to_filename(path)
-    return path
-
-
-@pytest.fixture
-def source(tmp_path):
-    """``raw/Dataset601_Src``: 3 labelled cases, 2 unlabelled images in imagesTs."""
-    root = tmp_path / "raw" / "Dataset601_Src"
-    rng = np.random.default_rng(0)
-    for index in (1, 2, 3):
-        _save(root / "imagesTr" / f"sub-0{index}_0000.nii.gz",
-              rng.normal(size=(4, 4, 4)).astype(np.float32))
-        label = np.zeros((4, 4, 4), np.uint8)
-        label[:index, :2, :2] = 1
-        _save(root / "labelsTr" / f"sub-0{index}.nii.gz", label)
-    for index in (7, 8):
-        _save(root / "imagesTs" / f"sub-0{index}_0000.nii.gz",
-              rng.normal(size=(4, 4, 4)).astype(np.float32))
-    (root / "dataset.json").write_text(json.dumps({
-        "channel_names": {"0": "T1w"}, "labels": {"background": 0, "lesion": 1},
-        "numTraining": 3, "file_ending": ".nii.gz", "name": "Dataset601_Src",
-        "stroke_lesion_app": {"conversion": "synthetic", "resolution_mm": 2.0, "numTest": 2}}))
-    return root
 
 
 class FakePredictor:
@@ -105,7 +79,7 @@ def test_find_unlabelled_images(source, tmp_path):
     images = find_unlabelled_images(source / "imagesTs")
     assert list(images) == ["sub-07", "sub-08"]
     assert images["sub-07"].name == "sub-07_0000.nii.gz"
-    _save(source / "imagesTs" / "sub-07_0001.nii.gz", np.zeros((2, 2, 2)))
+    save_image(source / "imagesTs" / "sub-07_0001.nii.gz", np.zeros((2, 2, 2)))
     with pytest.raises(ValueError, match="channel 0001"):
         find_unlabelled_images(source / "imagesTs")
     with pytest.raises(ValueError, match="does not exist"):
@@ -123,7 +97,7 @@ def _pseudo_labels(source, tmp_path):
     masks = {}
     for case, image in images.items():
         data = np.asanyarray(nib.load(str(image)).dataobj)
-        masks[case] = _save(tmp_path / "masks" / f"{case}.nii.gz",
+        masks[case] = save_image(tmp_path / "masks" / f"{case}.nii.gz",
                             (data > 0).astype(np.uint8))
     return images, masks
 

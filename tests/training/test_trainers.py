@@ -17,7 +17,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from stroke_lesion_app.training import (
+from stroke_lesion_app.core.nnunet_lookup import (
     TRAINER_ENV_VAR,
     TRAINER_NAMES,
     ensure_trainer_discovery,
