@@ -73,3 +73,10 @@ def tree_checksums(root: Path) -> dict[str, str]:
         relative = str(path.relative_to(root))
         sums[relative] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
     return sums
+
+
+def leftover_temporary_files(output_dir: Path) -> list[Path]:
+    """Hidden files under an output folder other than ``.bidsignore``: temporary files that an
+    atomic write should have renamed or removed."""
+    return [path for path in Path(output_dir).rglob("*")
+            if path.name.startswith(".") and path.name != ".bidsignore"]

@@ -102,7 +102,7 @@ def _build_with_defaults(factory, tmp_path):
 
     samples = {"output_dir": tmp_path, "source_entities": {"subject": "01"},
                "source_uri": "bids:raw:sub-01/anat/sub-01_T1w.nii.gz", "registration": "affine",
-               "source_uris": ["bids:raw:sub-01/anat/sub-01_T1w.nii.gz"], "lesion_source": "manual",
+               "lesion_source": "manual",
                "t1w_input": T1wInput(tmp_path / "sub-01_T1w.nii.gz", {"subject": "01"})}
     import inspect
 

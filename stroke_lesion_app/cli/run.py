@@ -326,7 +326,8 @@ def run_participant(config: Config) -> ParticipantResult:
     for label, message in discovery.errors.items():
         LOGGER.error("%s", message)
 
-    bids_core.write_dataset_description(execution.output_dir, bids_dir, execution.version)
+    bids_core.write_dataset_description(execution.output_dir, bids_dir, execution.version,
+                                        model_dir=bundle.root if bundle is not None else None)
     if not runnable:
         return ParticipantResult([], failed)
     succeeded, crashed = _run_workflow(config, runnable, bundle)

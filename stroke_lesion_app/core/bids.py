@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .fileio import atomic_path, write_json_atomic
+from .fileio import atomic_path, write_json_atomic, write_text_atomic
 
 LOGGER = logging.getLogger("stroke_lesion_app.bids")
 
@@ -207,8 +207,18 @@ def figures_dir(output_dir: Path | str, source_entities: Mapping[str, Any]) -> P
 
 
 def figure_name(source_entities: Mapping[str, Any], desc: str, extension: str = ".png") -> str:
-    """Name of one report figure, e.g. ``sub-01_ses-1_desc-brainmask_T1w.png``."""
-    return derivative_name(source_entities, "t1w_preproc", desc=desc, extension=extension)
+    """Name of one report figure: the image's entities, ``desc``, and the suffix ``figure``.
+
+    The suffix keeps a picture from posing as an image (``_T1w.png`` reads as a T1w to the BIDS
+    validator); ``figures/`` is also listed in ``.bidsignore``.
+
+    >>> figure_name({"subject": "01", "session": "1"}, "brainmask")
+    'sub-01_ses-1_desc-brainmask_figure.png'
+    >>> figure_name({"subject": "02", "run": 3}, "lesion")
+    'sub-02_run-3_desc-lesion_figure.png'
+    """
+    return derivative_name(source_entities, "t1w_preproc", desc=desc, suffix="figure",
+                           extension=extension)
 
 
 # --------------------------------------------------------------------------------------------
@@ -265,11 +275,23 @@ def container_info() -> dict[str, str] | None:
     return None
 
 
-def derivatives_description(bids_dir: Path | str, version: str) -> dict[str, Any]:
+def _relative_uri(target: Path, output_dir: Path | None) -> str:
+    """``target`` relative to ``output_dir`` (the derivatives stay valid when both move
+    together), or a ``file://`` URI when no output folder is given."""
+    if output_dir is None:
+        return target.as_uri()
+    return Path(os.path.relpath(target, Path(output_dir).absolute())).as_posix()
+
+
+def derivatives_description(bids_dir: Path | str, version: str,
+                            output_dir: Path | str | None = None,
+                            model_dir: Path | str | None = None) -> dict[str, Any]:
     """Contents of the output ``dataset_description.json`` (BIDS-Derivatives 1.9).
 
     ``SourceDatasets`` names the input dataset by its ``DatasetDOI`` when it has one, else by
-    its location.
+    its location, relative to ``output_dir``. ``DatasetLinks`` resolves the BIDS URIs the
+    sidecars use: ``bids:raw:`` (the input dataset) and ``bids:model:`` (the model bundle
+    folder, when one segmented the lesions).
     """
     bids_dir = Path(bids_dir).absolute()
     generated_by: dict[str, Any] = {"Name": "stroke-lesion-app", "Version": version,
@@ -277,29 +299,114 @@ def derivatives_description(bids_dir: Path | str, version: str) -> dict[str, Any
     container = container_info()
     if container:
         generated_by["Container"] = container
-    source: dict[str, str] = {"URL": bids_dir.as_uri()}
+    source: dict[str, str] = {"URL": _relative_uri(bids_dir, output_dir)}
     with contextlib.suppress(OSError, ValueError):
         raw = json.loads((bids_dir / "dataset_description.json").read_text())
         if raw.get("DatasetDOI"):
             source = {"DOI": raw["DatasetDOI"]}
         if raw.get("Name"):
             source["Name"] = raw["Name"]
+    links = {"raw": _relative_uri(bids_dir, output_dir)}
+    if model_dir is not None:
+        links["model"] = _relative_uri(Path(model_dir).absolute(), output_dir)
     return {
         "Name": "stroke-lesion-app outputs",
         "BIDSVersion": "1.9.0",
         "DatasetType": "derivative",
         "GeneratedBy": [generated_by],
         "SourceDatasets": [source],
+        "DatasetLinks": links,
         "HowToAcknowledge": "Cite the MSCSA paper (arXiv:2501.15423), nnU-Net, ANTs and "
                             "TemplateFlow (references in the README).",
     }
 
 
-def write_dataset_description(output_dir: Path | str, bids_dir: Path | str,
-                              version: str) -> Path:
-    """Write ``OUTPUT_DIR/dataset_description.json`` (atomically), replacing an older one."""
-    return write_json(Path(output_dir) / "dataset_description.json",
-                      derivatives_description(bids_dir, version))
+#: ``.bidsignore`` of the outputs: only what BIDS has no place for yet (reports and their
+#: figures, logs, group-level summaries, transforms (BEP014) and statistics tables).
+BIDSIGNORE = ("*.html", "figures", "log", "group", "*_xfm.*", "*_stats.tsv", "*_stats.json")
+
+
+def write_dataset_description(output_dir: Path | str, bids_dir: Path | str, version: str,
+                              model_dir: Path | str | None = None) -> Path:
+    """Write ``OUTPUT_DIR/dataset_description.json`` (atomically, replacing an older one) and
+    make sure ``OUTPUT_DIR/.bidsignore`` lists :data:`BIDSIGNORE` (a user's lines are kept)."""
+    output_dir = Path(output_dir)
+    ignore = output_dir / ".bidsignore"
+    lines = ignore.read_text().splitlines() if ignore.is_file() else []
+    missing = [pattern for pattern in BIDSIGNORE if pattern not in lines]
+    if missing:
+        write_text_atomic(ignore, "\n".join(lines + missing) + "\n")
+    return write_json(output_dir / "dataset_description.json",
+                      derivatives_description(bids_dir, version, output_dir, model_dir))
+
+
+#: TemplateFlow's address of the template T1w: the SpatialReference of template-space images.
+TEMPLATE_REFERENCE_URL = ("https://templateflow.s3.amazonaws.com/tpl-MNI152NLin2009aSym/"
+                          f"tpl-{TEMPLATE_SPACE}_res-1_T1w.nii.gz")
+
+
+def derivative_uri(source_entities: Mapping[str, Any], kind: str, **overrides: str) -> str:
+    """``bids::`` URI of a derivative of this dataset (a ``Sources`` entry).
+
+    >>> derivative_uri({"subject": "01"}, "lesion_mask")
+    'bids::sub-01/anat/sub-01_label-L_mask.nii.gz'
+    """
+    return "bids::" + derivative_path(Path(), source_entities, kind, **overrides).as_posix()
+
+
+def derivative_sources(kind: str, source_entities: Mapping[str, Any], raw_uri: str) -> list[str]:
+    """``Sources`` of a derivative written from the model's segmentation or the preprocessing:
+    the files it was computed from, as BIDS URIs (``bids:raw:`` input, ``bids::`` outputs,
+    ``bids:model:`` bundle).
+
+    >>> derivative_sources("std_lesion_mask", {"subject": "01"}, "bids:raw:sub-01/anat/x.nii")
+    ['bids::sub-01/anat/sub-01_space-MNI152NLin2009aSym_label-L_probseg.nii.gz']
+    """
+    made_from = {
+        "t1w_preproc": [],
+        "t1w_mask": ["t1w_preproc"],
+        "std_t1w": ["t1w_preproc"],
+        "anat2std_xfm": ["t1w_preproc"],
+        "std2anat_xfm": ["t1w_preproc"],
+        "std_lesion_probseg": ["std_t1w"],
+        "std_lesion_mask": ["std_lesion_probseg"],
+        "lesion_probseg": ["std_lesion_probseg"],
+        "lesion_mask": ["std_lesion_mask"],
+        "lesion_load": ["lesion_mask", "std_lesion_mask"],
+        "lesion_components": ["lesion_mask"],
+    }[kind]
+    sources = [raw_uri] if kind == "t1w_preproc" else []
+    sources += [derivative_uri(source_entities, name) for name in made_from]
+    if kind == "std_lesion_probseg":
+        sources.append(f"bids:model:{BUNDLE_MANIFEST}")
+    return sources
+
+
+#: Default ``Description`` of a derivative kind (a workflow's own text replaces it).
+DESCRIPTIONS = {
+    "t1w_preproc": "T1w head, N4 bias-corrected, on the raw T1w's voxel grid.",
+    "t1w_mask": "Brain mask (1 = brain) on the raw T1w's voxel grid.",
+    "std_t1w": (f"Bias-corrected T1w resampled onto the 1 mm {TEMPLATE_SPACE} grid, masked "
+                "with the template's brain mask grown by 3 mm."),
+}
+
+#: The model bundle's manifest (``bids:model:`` Sources of the model's probability).
+BUNDLE_MANIFEST = "bundle.json"
+
+
+def derivative_metadata(kind: str, raw_uri: str) -> dict[str, Any]:
+    """The BIDS keys every derivative of ``kind`` carries: ``SpatialReference`` of images (the
+    raw T1w for native space, the template for template space), ``SkullStripped`` of T1w
+    images (heads, not brains) and ``Type`` of masks."""
+    spec = OUTPUTS[kind]
+    meta: dict[str, Any] = {"Description": DESCRIPTIONS[kind]} if kind in DESCRIPTIONS else {}
+    if spec["extension"] == ".nii.gz":
+        meta["SpatialReference"] = (TEMPLATE_REFERENCE_URL if spec.get("space") else raw_uri)
+    if spec["suffix"] == "T1w":
+        meta["SkullStripped"] = False
+    if spec["suffix"] == "mask":
+        meta["Type"] = "Lesion" if spec.get("label") == "L" else "Brain"
+    return meta
 
 
 # --------------------------------------------------------------------------------------------

@@ -133,15 +133,18 @@ def _volume_histogram(table: pd.DataFrame, out_file: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
-    figure, axis = plt.subplots(figsize=(6, 3.2))
+    figure, axis = plt.subplots(figsize=(8, 3.6))
     volumes = table.loc[table["status"] == "measured", "volume_ml"].astype(float)
     axis.hist(volumes, bins=min(30, max(5, len(volumes))), color="#c0392b")
     axis.set_xlabel("lesion volume (mL, native space)")
     axis.set_ylabel("images")
+    axis.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    axis.set_title(f"Lesion volume, N = {len(volumes)} images", fontsize=11)
     figure.tight_layout()
     with atomic_path(out_file) as tmp:
-        figure.savefig(tmp, dpi=90, format="png")
+        figure.savefig(tmp, dpi=120, format="png")
     plt.close(figure)
     return out_file
 
@@ -157,15 +160,59 @@ def _region_chart(table: pd.DataFrame, out_file: Path, top: int = 20) -> Path | 
 
     involvement = table[columns].apply(pd.to_numeric, errors="coerce").mean().sort_values()
     involvement = involvement.tail(top)
-    figure, axis = plt.subplots(figsize=(6, 0.3 * len(involvement) + 1))
-    axis.barh([c[: -len("_region_percent")] for c in involvement.index], involvement.values,
-              color="#2874a6")
-    axis.set_xlabel("mean % of the region lesioned")
+    figure, axis = plt.subplots(figsize=(8, 0.3 * len(involvement) + 1.4))
+    axis.barh([reports.region_label(c[: -len("_region_percent")]) for c in involvement.index],
+              involvement.values, color="#2874a6")
+    axis.set_xlabel("mean % of the region lesioned (template space)")
+    measured = int((table["status"] == "measured").sum())
+    axis.set_title(f"Region involvement, mean over N = {measured} images", fontsize=11)
     figure.tight_layout()
     with atomic_path(out_file) as tmp:
-        figure.savefig(tmp, dpi=90, format="png")
+        figure.savefig(tmp, dpi=120, format="png")
     plt.close(figure)
     return out_file
+
+
+def _frequency_figure(frequency: nib.Nifti1Image, n_images: int,
+                      template_t1w: nib.Nifti1Image | None, out_file: Path) -> Path:
+    """The lesion frequency as a heat map (% of the N images) on the template, colour bar."""
+    background = template_t1w if template_t1w is not None else nib.Nifti1Image(
+        np.zeros(frequency.shape[:3], np.float32), frequency.affine)
+    return reports.heat_mosaic(
+        background, frequency, out_file,
+        label=f"% of the N = {n_images} images with a lesion at the voxel",
+        title=f"Lesion frequency, N = {n_images} images: axial slices of "
+              "MNI152NLin2009aSym (positions in MNI mm)")
+
+
+def _group_body(output_dir: Path, cohort: Cohort, measured: int, table_path: Path,
+                figures: list[tuple[str, Path, str, bool]], maps: list[Path]) -> str:
+    """The group page's HTML: counts, warning, figures, the cohort table (participants linked
+    to their pages) and links to the files."""
+    table = cohort.table
+    demo = bool(measured) and bool(table.get("demo_model", pd.Series(dtype=bool))
+                                   .fillna(False).astype(bool).any())
+    pages = {}
+    if not table.empty:
+        pages = {participant: f"../{participant}.html"
+                 for participant in table["participant_id"].dropna().astype(str).unique()
+                 if (output_dir / f"{participant}.html").is_file()}
+    shown = table[[c for c in table.columns if not c.endswith("_percent")]] if not table.empty \
+        else table
+    files = "".join(f"<li><a href='{html.escape(path.name)}'>{html.escape(path.name)}</a></li>"
+                    for path in [table_path, *maps])
+    return (f"<p>{measured} image(s) with lesion measures, {len(table) - measured} without "
+            "(listed in the cohort table).</p>"
+            + (f"<p class='warning'>{html.escape(DEMO_WARNING)}</p>" if demo else "")
+            + "".join(f"<h2>{html.escape(title)}</h2>"
+                      + reports.figure_html(f"figures/{path.name}", title, caption,
+                                            convention=convention)
+                      for title, path, caption, convention in figures)
+            + "<h2 id='cohort'>Cohort table</h2>"
+            + "<p class='note'>One row per image; participants link to their reports. "
+            "Region percentages are in the TSV. Values rounded for display.</p>"
+            + reports.table_html(shown, links={"participant_id": pages})
+            + f"<h2>Files</h2><ul>{files}</ul>")
 
 
 def run_group(output_dir: Path | str, template_t1w: nib.Nifti1Image | None = None) -> dict:
@@ -182,7 +229,8 @@ def run_group(output_dir: Path | str, template_t1w: nib.Nifti1Image | None = Non
     measured = int((cohort.table.get("status") == "measured").sum()) if not cohort.table.empty \
         else 0
     written = {"cohort_table": table_path, "measured": measured, "rows": len(cohort.table)}
-    figures = []
+    figures, maps = [], []
+    figure_dir = table_path.parent / "figures"
     if cohort.std_masks:
         count, frequency = frequency_map(cohort.std_masks)
         for kind, image in (("count_map", count), ("frequency_map", frequency)):
@@ -190,35 +238,30 @@ def run_group(output_dir: Path | str, template_t1w: nib.Nifti1Image | None = Non
             with atomic_path(path) as tmp:
                 image.to_filename(tmp)
             written[kind] = path
-        background = template_t1w if template_t1w is not None else frequency
-        frequency_png = reports.mosaic(
-            background, [(nib.Nifti1Image((frequency.get_fdata() > 0).astype(np.uint8),
-                                          frequency.affine), "#ffd000")],
-            table_path.parent / "figures" / "desc-frequency_mosaic.png",
-            title=f"Voxels lesioned in at least one of {len(cohort.std_masks)} images")
-        figures.append(("Lesion frequency (template space)", frequency_png))
+            maps.append(path)
+        n_images = len(cohort.std_masks)
+        figures.append((
+            "Lesion frequency (template space)",
+            _frequency_figure(frequency, n_images, template_t1w,
+                              figure_dir / "desc-frequency_figure.png"),
+            (f"Share of the N = {n_images} images with lesion measures that have a lesion "
+             "at each voxel of MNI152NLin2009aSym (heat, 0-100 %; voxels lesioned in no image "
+             "are not coloured)."), True))
     if measured:
         figures.append(("Lesion volume distribution", _volume_histogram(
-            cohort.table, table_path.parent / "figures" / "desc-volumes_histogram.png")))
-        chart = _region_chart(cohort.table, table_path.parent / "figures" /
-                              "desc-regions_barplot.png")
+            cohort.table, figure_dir / "desc-volumes_figure.png"),
+            f"Native-space lesion volumes of the N = {measured} images with lesion measures.",
+            False))
+        chart = _region_chart(cohort.table, figure_dir / "desc-regions_figure.png")
         if chart:
-            figures.append(("Region involvement", chart))
-    demo = bool(measured) and bool(cohort.table.get("demo_model", pd.Series(dtype=bool))
-                                   .fillna(False).astype(bool).any())
-    body = (f"<h1>Group report</h1><p>{measured} image(s) with lesion measures, "
-            f"{len(cohort.table) - measured} without (listed below).</p>"
-            + (f"<p class='warning'>{html.escape(DEMO_WARNING)}</p>" if demo else "")
-            + "".join(f"<h2>{html.escape(title)}</h2><img src='figures/{path.name}' "
-                      f"alt='{html.escape(title)}'>" for title, path in figures)
-            + "<h2>Cohort table</h2>" + reports.table_html(
-                cohort.table[[c for c in cohort.table.columns
-                              if not c.endswith("_percent")]] if not cohort.table.empty
-                else cohort.table)
-            + f"<p class='note'>All measures: {html.escape(table_path.name)}</p>")
+            figures.append(("Region involvement", chart,
+                            "Mean share of each region that is lesioned (the 20 most involved).",
+                            False))
+    body = _group_body(output_dir, cohort, measured, table_path, figures, maps)
+    nav = "<a href='#cohort'>Cohort table</a>"
     written["report"] = write_text_atomic(
         bids_core.group_path(output_dir, "report"),
-        reports.page("stroke-lesion-app: group report", body))
+        reports.page("stroke-lesion-app: group report", "Group report", body, nav=nav))
     LOGGER.info("Group level: %d row(s), %d with lesion measures → %s", len(cohort.table),
                 measured, table_path)
     return written

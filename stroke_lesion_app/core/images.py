@@ -186,6 +186,116 @@ def conform_t1w(image: nib.Nifti1Image) -> nib.Nifti1Image:
     return conformed
 
 
+def to_input_grid(image: nib.Nifti1Image, reference: nib.Nifti1Image) -> nib.Nifti1Image:
+    """Bring an image on the conformed (RAS+) grid of ``reference`` back onto ``reference``'s
+    own voxel grid: the inverse of :func:`conform_t1w`'s reorientation.
+
+    The voxels are only permuted and flipped (no resampling), so values and world positions are
+    kept and a transform that maps template ↔ the conformed image maps template ↔ the result.
+
+    Parameters
+    ----------
+    image : nibabel.Nifti1Image
+        3D image on ``conform_t1w(reference)``'s grid (e.g. a brain or lesion mask).
+    reference : nibabel.Nifti1Image
+        The raw input T1w, in any orientation.
+
+    Returns
+    -------
+    nibabel.Nifti1Image
+        ``image``'s data type and values with ``reference``'s shape and affine; qform and
+        sform both set to that affine, with the code of the input (scanner or aligned), and
+        units mm.
+
+    Raises
+    ------
+    ValueError
+        ``image`` is not on ``reference``'s conformed grid.
+
+    Examples
+    --------
+    >>> raw = nib.Nifti1Image(np.arange(24, dtype=np.int16).reshape(2, 3, 4),
+    ...                       np.diag([-1.0, -2.0, 3.0, 1.0]))          # LPS, like DICOM
+    >>> back = to_input_grid(conform_t1w(raw), raw)
+    >>> back.shape, bool(np.allclose(back.affine, raw.affine))
+    ((2, 3, 4), True)
+    >>> bool((np.asanyarray(back.dataobj) == np.asanyarray(raw.dataobj)).all())
+    True
+    """
+    from nibabel.orientations import io_orientation, ornt_transform
+
+    reoriented = image.as_reoriented(ornt_transform(io_orientation(image.affine),
+                                                    io_orientation(reference.affine)))
+    if reoriented.shape[:3] != reference.shape[:3] or not np.allclose(
+            reoriented.affine, reference.affine, atol=1e-4):
+        raise ValueError(f"image of shape {image.shape} is not on the conformed grid of the "
+                         f"reference {reference.shape}")
+    header = image.header.copy()
+    result = nib.Nifti1Image(np.asanyarray(reoriented.dataobj), reference.affine, header)
+    code = int(reference.header["sform_code"]) or int(reference.header["qform_code"]) or 1
+    result.set_sform(reference.affine, code=code)
+    result.set_qform(reference.affine, code=code)
+    result.header.set_xyzt_units("mm")
+    return result
+
+
+def with_header_codes(image: nib.Nifti1Image, code: int) -> nib.Nifti1Image:
+    """``image`` with its affine in both qform and sform, both with ``code``, and units mm.
+
+    >>> image = with_header_codes(nib.Nifti1Image(np.zeros((2, 2, 2)), np.eye(4)), code=4)
+    >>> int(image.header["qform_code"]), int(image.header["sform_code"])
+    (4, 4)
+    """
+    result = nib.Nifti1Image(np.asanyarray(image.dataobj), image.affine, image.header.copy())
+    result.set_sform(image.affine, code=code)
+    result.set_qform(image.affine, code=code)
+    result.header.set_xyzt_units("mm")
+    return result
+
+
+def compact_probability(image: nib.Nifti1Image) -> nib.Nifti1Image:
+    """A probability map (0-1) to be stored as uint8 scaled by ``scl_slope`` (nibabel picks
+    max/255): readers get the probability back within half a step (≤ 0.002); values under half
+    a step are stored as exactly 0, so the map compresses (a float32 map keeps millions of tiny
+    non-zero voxels). Masks are thresholded before storage, so they are not affected.
+
+    >>> image = compact_probability(nib.Nifti1Image(np.array([[[0.0, 0.001, 0.5, 1.0]]]),
+    ...                                             np.eye(4)))
+    >>> stored = nib.Nifti1Image.from_bytes(image.to_bytes())
+    >>> str(stored.get_data_dtype()), np.round(stored.get_fdata(), 3).tolist()
+    ('uint8', [[[0.0, 0.0, 0.498, 1.0]]])
+    """
+    data = np.clip(np.asanyarray(image.dataobj, dtype=np.float32), 0.0, 1.0)
+    stored = nib.Nifti1Image(data, image.affine, image.header.copy())
+    stored.header.set_data_dtype(np.uint8)
+    return stored
+
+
+def compact_intensity(image: nib.Nifti1Image, mask: np.ndarray | None = None,
+                      margin_voxels: int = 0) -> nib.Nifti1Image:
+    """An intensity image to be stored as int16 scaled to its range (``scl_slope``, about
+    1/32000 of the maximum), optionally set to 0 outside ``mask`` (same grid) grown by
+    ``margin_voxels``.
+
+    >>> image = compact_intensity(nib.Nifti1Image(np.array([[[0.0, 1.5, 3000.25]]]), np.eye(4)),
+    ...                           mask=np.array([[[1, 1, 0]]]))
+    >>> stored = nib.Nifti1Image.from_bytes(image.to_bytes())
+    >>> str(stored.get_data_dtype()), np.round(stored.get_fdata(), 2).tolist()
+    ('int16', [[[0.0, 1.5, 0.0]]])
+    """
+    data = np.nan_to_num(np.asanyarray(image.dataobj, dtype=np.float32))
+    if mask is not None:
+        keep = np.asarray(mask) > 0
+        if margin_voxels:
+            from scipy import ndimage
+
+            keep = ndimage.binary_dilation(keep, iterations=int(margin_voxels))
+        data = np.where(keep, data, np.float32(0.0))
+    stored = nib.Nifti1Image(data, image.affine, image.header.copy())
+    stored.header.set_data_dtype(np.int16)
+    return stored
+
+
 def describe_image(image: nib.Nifti1Image) -> dict:
     """Shape, voxel size (mm), orientation code and data type: for sidecars and logs.
 

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import nibabel as nib
+import numpy as np
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     File,
@@ -17,7 +18,12 @@ from nipype.interfaces.base import (
 
 from stroke_lesion_app.core import bids as bids_core
 from stroke_lesion_app.core import images
-from stroke_lesion_app.core.fileio import atomic_path
+from stroke_lesion_app.core.fileio import write_nifti_atomic
+
+#: NIfTI xform code of template-space outputs (3: Talairach, 4: MNI152).
+TEMPLATE_XFORM_CODE = 4
+#: A brain-masked T1w output keeps this many voxels around the mask.
+BRAIN_MASK_MARGIN_VOXELS = 3
 
 
 class _ValidateT1wInputSpec(BaseInterfaceInputSpec):
@@ -52,8 +58,17 @@ class _DerivativesDataSinkInputSpec(BaseInterfaceInputSpec):
     kind = traits.Enum(*bids_core.OUTPUTS, mandatory=True,
                        desc="output kind (key of core.bids.OUTPUTS), fixes the name")
     entity_overrides = traits.Dict(desc="entities/extension that replace the kind's defaults")
-    source_files = traits.List(traits.Str, desc="BIDS URIs or paths of the inputs (Sources)")
+    raw_uri = traits.Str(desc="BIDS URI of the raw T1w (bids:raw:…): SpatialReference of "
+                              "native images, and the Sources computed for the kind")
+    source_files = traits.List(traits.Str, desc="Sources, when not those of the kind "
+                               "(core.bids.derivative_sources), e.g. a manual lesion mask")
     metadata = traits.Dict(desc="extra JSON sidecar fields")
+    brain_mask = File(exists=True, desc="a T1w image is stored brain-masked (the mask grown by "
+                      "BRAIN_MASK_MARGIN_VOXELS), on the grid of in_file")
+    native_reference = File(exists=True,
+                            desc="raw input T1w: a native-space image is stored on its exact "
+                                 "voxel grid (shape, affine, qform, sform), not the internal "
+                                 "RAS+ one")
 
 
 class _DerivativesDataSinkOutputSpec(TraitedSpec):
@@ -81,14 +96,33 @@ class DerivativesDataSink(SimpleInterface):
             overrides.setdefault("extension", in_file.suffix)  # .mat (affine) or .h5 (SyN)
         out_file = bids_core.derivative_path(self.inputs.output_dir, self.inputs.source_entities,
                                              self.inputs.kind, **overrides)
-        if out_file.name.endswith(".nii.gz") and not in_file.name.endswith(".nii.gz"):
-            with atomic_path(out_file) as tmp:
-                nib.load(str(in_file)).to_filename(tmp)
+        masked = False
+        if out_file.name.endswith(".nii.gz"):
+            image = nib.load(str(in_file))
+            suffix = bids_core.OUTPUTS[self.inputs.kind]["suffix"]
+            if suffix == "probseg":
+                image = images.compact_probability(image)
+            elif suffix == "T1w":
+                mask = (np.asanyarray(nib.load(self.inputs.brain_mask).dataobj)
+                        if isdefined(self.inputs.brain_mask) else None)
+                image = images.compact_intensity(image, mask, BRAIN_MASK_MARGIN_VOXELS)
+                masked = mask is not None
+            if isdefined(self.inputs.native_reference):
+                image = images.to_input_grid(image, nib.load(self.inputs.native_reference))
+            else:  # template space: MNI152 codes
+                image = images.with_header_codes(image, code=TEMPLATE_XFORM_CODE)
+            write_nifti_atomic(image, out_file)
         else:
             bids_core.copy_atomic(in_file, out_file)
         meta = {}
+        if isdefined(self.inputs.raw_uri):
+            meta.update(bids_core.derivative_metadata(self.inputs.kind, self.inputs.raw_uri))
+            meta["Sources"] = bids_core.derivative_sources(
+                self.inputs.kind, self.inputs.source_entities, self.inputs.raw_uri)
         if isdefined(self.inputs.source_files) and self.inputs.source_files:
             meta["Sources"] = list(self.inputs.source_files)
+        if masked:
+            meta["SkullStripped"] = True
         if isdefined(self.inputs.metadata):
             meta.update(self.inputs.metadata)
         sidecar = out_file.with_name(out_file.name.split(".")[0] + ".json")

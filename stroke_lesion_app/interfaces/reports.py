@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import os
 
 import nibabel as nib
 import pandas as pd
@@ -32,6 +33,12 @@ class _ImageReportInputSpec(BaseInterfaceInputSpec):
     registration = traits.Str(desc="affine or syn")
     template_source = traits.Str(desc="templateflow or nilearn")
     lesion_mask = File(exists=True, desc="native lesion mask (when one is available)")
+    lesion_probseg = File(exists=True,
+                          desc="native lesion probability (0-1) of the model; undefined for "
+                               "manual masks")
+    lesion_threshold = traits.Range(low=0.0, high=1.0,
+                                    desc="probability threshold of the model bundle (marked on "
+                                         "the probability figure's colour bar)")
     lesion_load = File(exists=True, desc="lesion-load summary TSV")
     lesion_components = File(exists=True, desc="per-component TSV")
     lesion_source = traits.Str(desc="where the lesion mask comes from (shown in the report)")
@@ -40,12 +47,20 @@ class _ImageReportInputSpec(BaseInterfaceInputSpec):
 
 
 class _ImageReportOutputSpec(TraitedSpec):
-    out_report = File(exists=True, desc="HTML fragment of this image")
+    out_report = File(exists=True, desc="stand-alone HTML page of this image's section")
     out_figures = traits.List(File(exists=True), desc="PNG figures")
 
 
 class ImageReport(SimpleInterface):
-    """QC figures (brain mask, registration, lesion) and the HTML section of one image."""
+    """QC figures (lesion, lesion probability, brain mask, registration) and the HTML section of
+    one image.
+
+    Figures and the section's page go to ``OUTPUT_DIR/sub-<label>/figures/``; the page's links
+    are relative to that folder (it opens on its own) and
+    :func:`~stroke_lesion_app.core.reports.assemble_subject_report` re-roots them in
+    ``sub-<label>.html``. Figures are drawn in the radiological convention with side letters on
+    every panel (:data:`~stroke_lesion_app.core.reports.DISPLAY_CONVENTION`).
+    """
 
     input_spec = _ImageReportInputSpec
     output_spec = _ImageReportOutputSpec
@@ -53,57 +68,100 @@ class ImageReport(SimpleInterface):
     def _run_interface(self, runtime):
         entities = self.inputs.source_entities
         figures = bids_core.figures_dir(self.inputs.output_dir, entities)
-        t1w = nib.load(self.inputs.t1w_preproc)
-        brain_png = reports.mosaic(
-            t1w, [(nib.load(self.inputs.t1w_mask), "#ff3030")],
-            figures / bids_core.figure_name(entities, "brainmask"),
-            title="Brain mask (red) over the bias-corrected T1w")
-        registration_png = reports.mosaic(
-            nib.load(self.inputs.std_t1w), [(nib.load(self.inputs.template_mask), "#30c0ff")],
-            figures / bids_core.figure_name(entities, "registration"),
-            title="T1w in MNI152NLin2009aSym with the template brain outline (blue)")
-        out_figures = [str(brain_png), str(registration_png)]
         label = bids_core.derivative_name(entities, "t1w_preproc").split("_desc-")[0]
+        t1w = nib.load(self.inputs.t1w_preproc)
+        out_figures = []
+
+        def draw(desc, function, *args, **kwargs):
+            path = function(*args, figures / bids_core.figure_name(entities, desc), **kwargs)
+            out_figures.append(str(path))
+            return path.name
+
         sections = [f"<h2>{html.escape(label)}</h2>"]
         if isdefined(self.inputs.model_warning) and self.inputs.model_warning:
             sections.append(f"<p class='warning'>{html.escape(self.inputs.model_warning)}</p>")
         sections.append(self._summary())
-        lesion_html = "<h3>Lesion</h3>"
-        if isdefined(self.inputs.lesion_mask):
-            lesion_png = reports.mosaic(
-                t1w, [(nib.load(self.inputs.lesion_mask), "#ffd000")],
-                figures / bids_core.figure_name(entities, "lesion"),
-                title="Lesion outline (yellow) over the T1w, native space")
-            out_figures.append(str(lesion_png))
-            source = (self.inputs.lesion_source if isdefined(self.inputs.lesion_source)
-                      else "not stated")
-            lesion_html += (f"<p>Lesion mask: {html.escape(source)}</p>"
-                            f"<img src='sub-{entities['subject']}/figures/{lesion_png.name}' "
-                            "alt='lesion outline'>")
-            if isdefined(self.inputs.lesion_load):
-                summary = pd.read_csv(self.inputs.lesion_load, sep="\t").T.reset_index()
-                summary.columns = ["measure", "value"]
-                lesion_html += "<h4>Lesion load</h4>" + reports.table_html(summary)
-            if isdefined(self.inputs.lesion_components):
-                lesion_html += ("<h4>Connected components</h4>" + reports.table_html(
-                    pd.read_csv(self.inputs.lesion_components, sep="\t")))
-        else:
-            lesion_html += ("<p class='warning'>No lesion mask for this image: segmentation "
-                            "was turned off (<code>--lesion-source manual</code>) and the "
-                            "dataset has no manual lesion mask (<code>_label-lesion_roi</code>) "
-                            "for it.</p>")
-        sections.append(lesion_html)
-        subject_dir = f"sub-{entities['subject']}/figures"
+        brain_png = draw("brainmask", reports.mosaic, t1w,
+                         [(nib.load(self.inputs.t1w_mask), "#ff3030")],
+                         title="Brain mask (red outline) over the bias-corrected T1w, native space")
+        registration_png = draw(
+            "registration", reports.mosaic, nib.load(self.inputs.std_t1w),
+            [(nib.load(self.inputs.template_mask), "#30c0ff")],
+            title="T1w in MNI152NLin2009aSym with the template brain outline (blue)")
+        sections.append(self._lesion_html(t1w, entities, draw))
         sections.append(
-            "<h3>Brain mask</h3>"
-            f"<img src='{subject_dir}/{brain_png.name}' alt='brain mask'>"
-            "<h3>Registration to MNI152NLin2009aSym</h3>"
-            f"<img src='{subject_dir}/{registration_png.name}' alt='registration'>")
+            "<h3>Brain mask</h3>" + reports.figure_html(
+                brain_png, "brain mask outline over the T1w",
+                "Brain mask (red outline) over the bias-corrected T1w: sagittal, coronal and "
+                "axial slices, positions in scanner mm.")
+            + "<h3>Registration to MNI152NLin2009aSym</h3>" + reports.figure_html(
+                registration_png, "registration check",
+                "The T1w resampled to the template with the template's brain outline (blue): "
+                "the outline should follow the brain's edge. Positions in MNI mm."))
         sections.append("<h3>Methods</h3>" + reports.methods_html(self.inputs.methods or []))
-        out_report = figures / f"{label}_report.html"
-        reports.write_text_atomic(out_report, "<section>" + "".join(sections) + "</section>")
+        section = (f"<section class='image-report' id='{html.escape(label)}'>"
+                   + "".join(sections) + "</section>")
+        out_report = figures / f"{label}{reports.FRAGMENT_SUFFIX}"
+        reports.write_text_atomic(
+            out_report, reports.image_section_page(entities["subject"], label, section))
         self._results.update(out_report=str(out_report), out_figures=out_figures)
         return runtime
+
+    def _lesion_html(self, t1w, entities, draw) -> str:
+        text = "<h3>Lesion</h3>"
+        if not isdefined(self.inputs.lesion_mask):
+            return text + ("<p class='warning'>No lesion mask for this image: segmentation "
+                           "was turned off (<code>--lesion-source manual</code>) and the "
+                           "dataset has no manual lesion mask (<code>_label-lesion_roi</code>) "
+                           "for it.</p>")
+        lesion = nib.load(self.inputs.lesion_mask)
+        source = (self.inputs.lesion_source if isdefined(self.inputs.lesion_source)
+                  else "not stated")
+        text += f"<p>Lesion mask: {html.escape(source)}</p>"
+        lesion_png = draw("lesion", reports.lesion_figure, t1w, lesion)
+        text += reports.figure_html(
+            lesion_png, "lesion outline over the T1w, zoomed and axial overview",
+            "Lesion outline (yellow) over the T1w, native space. Top: sagittal, coronal and "
+            "axial slices through the centre of the largest component, zoomed, without and "
+            "with the outline. Below: axial slices over the lesion. Positions in scanner mm.")
+        if isdefined(self.inputs.lesion_probseg):
+            threshold = (self.inputs.lesion_threshold if isdefined(self.inputs.lesion_threshold)
+                         else None)
+            probability_png = draw("probability", reports.probability_figure, t1w,
+                                   nib.load(self.inputs.lesion_probseg), lesion=lesion,
+                                   threshold=threshold)
+            text += reports.figure_html(
+                probability_png, "lesion probability heat map over the T1w",
+                "Lesion probability of the model (mean of the ensemble, 0 to 1; values under "
+                "0.05 not drawn) over the T1w, with the lesion mask outline (cyan)"
+                + (f"; the mask keeps voxels at or above {threshold:g} on the template grid, "
+                   "then drops components below the bundle's minimum size"
+                   if threshold is not None else "")
+                + ". Colour outside the outline is sub-threshold probability.")
+        links = self._table_links(entities)
+        if isdefined(self.inputs.lesion_load):
+            summary = pd.read_csv(self.inputs.lesion_load, sep="\t").iloc[0].to_dict()
+            text += ("<h4>Lesion load</h4>" + reports.summary_table_html(summary)
+                     + links.get("lesion_load", ""))
+            regions = reports.regions_table_html(summary)
+            if regions:
+                text += "<h4>Tissue and region overlap</h4>" + regions
+        if isdefined(self.inputs.lesion_components):
+            text += ("<h4>Connected components</h4>" + reports.table_html(
+                pd.read_csv(self.inputs.lesion_components, sep="\t"))
+                + links.get("lesion_components", ""))
+        return text
+
+    def _table_links(self, entities) -> dict[str, str]:
+        """Notes linking the derivative TSVs (full precision), relative to the figures folder."""
+        figures = bids_core.figures_dir(self.inputs.output_dir, entities)
+        notes = {}
+        for kind in ("lesion_load", "lesion_components"):
+            path = bids_core.derivative_path(self.inputs.output_dir, entities, kind)
+            href = os.path.relpath(path, figures).replace(os.sep, "/")
+            notes[kind] = (f"<p class='note'>Rounded for display; every digit in "
+                           f"<a href='{html.escape(href)}'>{html.escape(path.name)}</a>.</p>")
+        return notes
 
     def _summary(self) -> str:
         description = (self.inputs.t1w_description

@@ -190,6 +190,7 @@ def init_single_subject_wf(
         registration=registration)
     single_subject_wf.connect([
         (inputnode, anat_prep_wf, [("t1w", "inputnode.t1w")]),
+        (inputnode, ds_anat_wf, [("t1w", "inputnode.source_t1w")]),
         (anat_prep_wf, register_template_wf, [
             ("outputnode.t1w_preproc", "inputnode.t1w_preproc"),
             ("outputnode.t1w_brain", "inputnode.t1w_brain"),
@@ -203,6 +204,7 @@ def init_single_subject_wf(
             ("outputnode.anat2std_xfm", "inputnode.anat2std_xfm"),
             ("outputnode.std2anat_xfm", "inputnode.std2anat_xfm"),
             ("outputnode.std_t1w", "inputnode.std_t1w"),
+            ("outputnode.template_mask", "inputnode.template_mask"),
             ("outputnode.template_source", "inputnode.template_source")]),
         (anat_prep_wf, outputnode, [("outputnode.t1w_preproc", "t1w_preproc"),
                                     ("outputnode.t1w_mask", "t1w_mask")]),
@@ -231,7 +233,7 @@ def init_single_subject_wf(
         ])
         if lesion_source == "manual":
             single_subject_wf.connect(inputnode, "lesion_mask", lesion_wf, "inputnode.lesion_mask")
-        _connect_lesion_outputs(single_subject_wf, lesion_wf, t1w_input=t1w_input,
+        _connect_lesion_outputs(single_subject_wf, lesion_wf, inputnode, t1w_input=t1w_input,
                                 output_dir=output_dir, lesion_source=lesion_source)
 
     # The report, last: its methods come from the workflows built above
@@ -254,6 +256,10 @@ def init_single_subject_wf(
         if lesion_source == "model" and bundle.demo:
             image_report.inputs.model_warning = DEMO_WARNING
         single_subject_wf.connect(lesion_wf, "outputnode.lesion_mask", image_report, "lesion_mask")
+        if lesion_source == "model":  # the probability map and the threshold it is cut at
+            single_subject_wf.connect(lesion_wf, "outputnode.lesion_probseg",
+                                      image_report, "lesion_probseg")
+            image_report.inputs.lesion_threshold = bundle.threshold
         single_subject_wf.connect([(lesion_wf, image_report, [
             ("outputnode.lesion_load", "lesion_load"),
             ("outputnode.lesion_components", "lesion_components")])])
@@ -273,14 +279,16 @@ def _lesion_source_text(lesion_source: str, bundle: ModelBundle | None,
     return f"manual, from the input dataset ({_manual_lesion_uri(t1w_input)})"
 
 
-def _connect_lesion_outputs(single_subject_wf: pe.Workflow, lesion_wf: pe.Workflow, *,
-                            t1w_input: T1wInput, output_dir: Path, lesion_source: str) -> None:
-    """Write ``lesion_wf``'s outputs as derivatives (segmentation maps and lesion load)."""
+def _connect_lesion_outputs(single_subject_wf: pe.Workflow, lesion_wf: pe.Workflow,
+                            inputnode: pe.Node, *, t1w_input: T1wInput, output_dir: Path,
+                            lesion_source: str) -> None:
+    """Write ``lesion_wf``'s outputs as derivatives (segmentation maps and lesion load); the
+    native maps go onto the grid of ``inputnode.t1w`` (the raw T1w)."""
     model = lesion_source == "model"
     ds_lesion_load_wf = init_ds_lesion_load_wf(
         output_dir=output_dir, source_entities=t1w_input.entities,
-        source_uris=[t1w_input.uri] if model else [t1w_input.uri, _manual_lesion_uri(t1w_input)],
-        lesion_source=lesion_source)
+        source_uri=t1w_input.uri, lesion_source=lesion_source,
+        manual_lesion_uri=None if model else _manual_lesion_uri(t1w_input))
     single_subject_wf.connect([(lesion_wf, ds_lesion_load_wf, [
         ("outputnode.lesion_load", "inputnode.lesion_load"),
         ("outputnode.lesion_components", "inputnode.lesion_components"),
@@ -291,6 +299,7 @@ def _connect_lesion_outputs(single_subject_wf: pe.Workflow, lesion_wf: pe.Workfl
         return
     ds_segmentation_wf = init_ds_segmentation_wf(
         output_dir=output_dir, source_entities=t1w_input.entities, source_uri=t1w_input.uri)
+    single_subject_wf.connect(inputnode, "t1w", ds_segmentation_wf, "inputnode.source_t1w")
     single_subject_wf.connect([(lesion_wf, ds_segmentation_wf, [
         ("outputnode.std_lesion_probseg", "inputnode.std_lesion_probseg"),
         ("outputnode.std_lesion_mask", "inputnode.std_lesion_mask"),

@@ -37,6 +37,8 @@ def init_ds_anat_wf(
 
     Inputs
     ------
+    source_t1w
+        The raw T1w: both outputs are stored on its exact voxel grid.
     t1w_preproc
         Conformed, bias-corrected T1w (native space).
     t1w_description
@@ -55,17 +57,20 @@ def init_ds_anat_wf(
     """
     ds_anat_wf = pe.Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(
-        fields=["t1w_preproc", "t1w_description", "t1w_mask", "skull_strip_method"]),
+        fields=["source_t1w", "t1w_preproc", "t1w_description", "t1w_mask",
+                "skull_strip_method"]),
         name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=["t1w_preproc", "t1w_mask"]),
                          name="outputnode")
     common = {"output_dir": str(output_dir), "source_entities": dict(source_entities),
-              "source_files": [source_uri]}
+              "raw_uri": source_uri}
     ds_t1w_preproc = pe.Node(DerivativesDataSink(kind="t1w_preproc", **common),
                              name="ds_t1w_preproc", run_without_submitting=True)
     ds_t1w_mask = pe.Node(DerivativesDataSink(kind="t1w_mask", **common),
                           name="ds_t1w_mask", run_without_submitting=True)
     ds_anat_wf.connect([
+        (inputnode, ds_t1w_preproc, [("source_t1w", "native_reference")]),
+        (inputnode, ds_t1w_mask, [("source_t1w", "native_reference")]),
         (inputnode, ds_t1w_preproc, [("t1w_preproc", "in_file"),
                                      (("t1w_description", _t1w_meta), "metadata")]),
         (inputnode, ds_t1w_mask, [("t1w_mask", "in_file"),
@@ -111,6 +116,8 @@ def init_ds_registration_wf(
         Template → T1w transform.
     std_t1w
         T1w resampled on the template grid.
+    template_mask
+        Template brain mask (same grid): the stored ``std_t1w`` is brain-masked with it.
     template_source
         ``templateflow`` or ``nilearn``, recorded in the sidecars.
 
@@ -125,12 +132,12 @@ def init_ds_registration_wf(
     """
     ds_registration_wf = pe.Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(
-        fields=["anat2std_xfm", "std2anat_xfm", "std_t1w", "template_source"]),
+        fields=["anat2std_xfm", "std2anat_xfm", "std_t1w", "template_mask", "template_source"]),
         name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(
         fields=["anat2std_xfm", "std2anat_xfm", "std_t1w"]), name="outputnode")
     common = {"output_dir": str(output_dir), "source_entities": dict(source_entities),
-              "source_files": [source_uri]}
+              "raw_uri": source_uri}
     ds_anat2std_xfm = pe.Node(DerivativesDataSink(kind="anat2std_xfm", **common),
                               name="ds_anat2std_xfm", run_without_submitting=True)
     ds_std2anat_xfm = pe.Node(DerivativesDataSink(kind="std2anat_xfm", **common),
@@ -144,7 +151,7 @@ def init_ds_registration_wf(
         (inputnode, meta, [("template_source", "template_source")]),
         (inputnode, ds_anat2std_xfm, [("anat2std_xfm", "in_file")]),
         (inputnode, ds_std2anat_xfm, [("std2anat_xfm", "in_file")]),
-        (inputnode, ds_std_t1w, [("std_t1w", "in_file")]),
+        (inputnode, ds_std_t1w, [("std_t1w", "in_file"), ("template_mask", "brain_mask")]),
         (meta, ds_anat2std_xfm, [("meta", "metadata")]),
         (meta, ds_std2anat_xfm, [("meta", "metadata")]),
         (meta, ds_std_t1w, [("meta", "metadata")]),
@@ -182,6 +189,8 @@ def init_ds_segmentation_wf(
 
     Inputs
     ------
+    source_t1w
+        The raw T1w: the native-space maps are stored on its exact voxel grid.
     std_lesion_probseg
         Lesion probability, 1 mm MNI152NLin2009aSym grid.
     std_lesion_mask
@@ -202,12 +211,12 @@ def init_ds_segmentation_wf(
     """
     ds_segmentation_wf = pe.Workflow(name=name)
     fields = ["std_lesion_probseg", "std_lesion_mask", "lesion_probseg", "lesion_mask"]
-    inputnode = pe.Node(niu.IdentityInterface(fields=fields + ["segmentation_metadata"]),
-                        name="inputnode")
+    inputnode = pe.Node(niu.IdentityInterface(
+        fields=["source_t1w", *fields, "segmentation_metadata"]), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=["lesion_mask", "std_lesion_mask"]),
                          name="outputnode")
     common = {"output_dir": str(output_dir), "source_entities": dict(source_entities),
-              "source_files": [source_uri]}
+              "raw_uri": source_uri}
     ds_std_lesion_probseg = pe.Node(DerivativesDataSink(kind="std_lesion_probseg", **common),
                                     name="ds_std_lesion_probseg", run_without_submitting=True)
     ds_std_lesion_mask = pe.Node(DerivativesDataSink(kind="std_lesion_mask", **common),
@@ -226,6 +235,8 @@ def init_ds_segmentation_wf(
                                 "metadata")]),
         ])
     ds_segmentation_wf.connect([
+        (inputnode, ds_lesion_probseg, [("source_t1w", "native_reference")]),
+        (inputnode, ds_lesion_mask, [("source_t1w", "native_reference")]),
         (ds_lesion_mask, outputnode, [("out_file", "lesion_mask")]),
         (ds_std_lesion_mask, outputnode, [("out_file", "std_lesion_mask")]),
     ])
@@ -236,8 +247,9 @@ def init_ds_lesion_load_wf(
     *,
     output_dir: Path,
     source_entities: dict,
-    source_uris: list[str],
+    source_uri: str,
     lesion_source: str,
+    manual_lesion_uri: str | None = None,
     name: str = "ds_lesion_load_wf",
 ) -> pe.Workflow:
     """Store the lesion-load tables and the template-space lesion mask they were measured on.
@@ -252,12 +264,15 @@ def init_ds_lesion_load_wf(
         Root of the derivatives dataset.
     source_entities : dict
         BIDS entities of the raw T1w.
-    source_uris : list of str
-        BIDS URIs of the raw T1w and of the lesion mask, recorded as ``Sources``.
+    source_uri : str
+        BIDS URI of the raw T1w.
     lesion_source : str
         ``manual`` (a mask from the input dataset; its template-space copy is stored here as
         ``desc-manual``) or ``model`` (the model's masks are stored by
         :func:`init_ds_segmentation_wf`).
+    manual_lesion_uri : str, optional
+        BIDS URI of the manual lesion mask (``lesion_source="manual"``): the ``Sources`` of the
+        tables and of its template-space copy.
     name : str
         Workflow name.
 
@@ -283,7 +298,9 @@ def init_ds_lesion_load_wf(
         name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=["lesion_load"]), name="outputnode")
     common = {"output_dir": str(output_dir), "source_entities": dict(source_entities),
-              "source_files": list(source_uris)}
+              "raw_uri": source_uri}
+    if lesion_source == "manual":
+        common["source_files"] = [manual_lesion_uri or source_uri]
     ds_lesion_load = pe.Node(DerivativesDataSink(kind="lesion_load", **common),
                              name="ds_lesion_load", run_without_submitting=True)
     ds_lesion_components = pe.Node(

@@ -9,6 +9,8 @@ import sys
 import nibabel as nib
 import pytest
 
+from tests.conftest import leftover_temporary_files
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SUBJECTS = ("01", "02", "03")
@@ -33,7 +35,7 @@ def test_concurrent_participant_jobs_into_one_output_folder(bids_root, tmp_path,
 
     description = json.loads((out / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative" and description["Name"]
-    assert not [path for path in out.rglob("*") if path.name.startswith(".")]  # no temp files
+    assert not leftover_temporary_files(out)  # no temp files
     for path in out.rglob("*.json"):
         json.loads(path.read_text())  # every sidecar whole
     for label in SUBJECTS:

@@ -10,6 +10,8 @@ import sys
 import nibabel as nib
 import pytest
 
+from tests.conftest import leftover_temporary_files
+
 pytestmark = [pytest.mark.integration]
 
 
@@ -54,7 +56,7 @@ def test_output_disk_full(bids_root, tmp_path, small_disk):
     errors = [line for line in result.stderr.splitlines() if "No space left on device" in line]
     assert errors, result.stderr
     # whatever was written is whole: no temporary file, no truncated image or JSON
-    assert not [path for path in out.rglob("*") if path.name.startswith(".")]
+    assert not leftover_temporary_files(out)
     for path in out.rglob("*.nii.gz"):
         nib.load(path).get_fdata()
     for path in out.rglob("*.json"):

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from stroke_lesion_app import __version__
 from stroke_lesion_app.cli.run import cli
 from stroke_lesion_app.config import Config
-from tests.conftest import tiny_head, tree_checksums
+from tests.conftest import leftover_temporary_files, tiny_head, tree_checksums
 
 
 def invoke(*args):
@@ -219,7 +219,7 @@ def test_participant_run_with_bad_subjects(bids_root, tmp_path):
     [toml] = (out / "sub-01" / "log").glob("*/stroke_lesion_app.toml")
     config = Config.load(toml)
     assert config.execution.bids_dir == root and config.nipype.nprocs == 2
-    assert not [path for path in out.rglob("*") if path.name.startswith(".")]
+    assert not leftover_temporary_files(out)
 
 
 @pytest.mark.integration

@@ -74,9 +74,25 @@ def test_dataset_description(tmp_path, bids_root, monkeypatch):
     assert content["GeneratedBy"][0]["Container"] == {"Type": "docker",
                                                       "Tag": "strokelesion/app:0.1.0"}
     assert content["SourceDatasets"] == [{"DOI": "doi:10.1/xyz", "Name": "Stroke cohort"}]
+    assert content["DatasetLinks"] == {"raw": "../bids"}  # relative: moves with the folders
     monkeypatch.delenv("STROKE_LESION_APP_CONTAINER")
     content = bids_core.derivatives_description(root, "1")
     assert "Container" not in content["GeneratedBy"][0]
+
+
+def test_bidsignore_keeps_the_users_lines(tmp_path, bids_root):
+    root = bids_root({"sub-01/anat/sub-01_T1w.nii.gz": None})
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".bidsignore").write_text("mine/\n*.html\n")
+    bids_core.write_dataset_description(out, root, "1", model_dir=tmp_path / "models" / "m")
+    lines = (out / ".bidsignore").read_text().splitlines()
+    assert lines[:2] == ["mine/", "*.html"] and set(bids_core.BIDSIGNORE) <= set(lines)
+    assert len(lines) == len(set(lines))
+    links = json.loads((out / "dataset_description.json").read_text())["DatasetLinks"]
+    assert links == {"raw": "../bids", "model": "../models/m"}
+    assert json.loads((out / "dataset_description.json").read_text())["SourceDatasets"] == [
+        {"URL": "../bids", "Name": "tiny"}]
 
 
 @pytest.mark.parametrize(("layout", "message"), [

@@ -14,6 +14,9 @@ about 0.2 for registration and interpolation differences across machines.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -23,7 +26,7 @@ from click.testing import CliRunner
 from stroke_lesion_app.cli.run import cli
 from stroke_lesion_app.core.bundle import DEMO_WARNING, load_bundle
 from stroke_lesion_app.synthetic import synthesize_dataset
-from tests.conftest import tree_checksums
+from tests.conftest import leftover_temporary_files, tree_checksums
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -62,17 +65,20 @@ def test_participant_and_group_on_synthetic_subject(tmp_path):
     expected = {f"sub-01_{name}" for name in EXPECTED}
     expected |= {name.split(".")[0] + ".json" for name in expected}
     assert {path.name for path in anat.iterdir()} == expected
-    assert not [path for path in out.rglob("*") if path.name.startswith(".")]
+    assert not leftover_temporary_files(out)
 
-    # brain mask against the generator's truth, on the conformed (RAS+) input grid
+    # brain mask against the generator's truth: native outputs lie on the raw T1w's own grid
     truth_dir = bids / "derivatives/synthetic-truth/sub-01/anat"
-    brain_truth = nib.as_closest_canonical(nib.load(truth_dir / "sub-01_desc-brain_mask.nii.gz"))
+    raw = nib.load(bids / "sub-01/anat/sub-01_T1w.nii.gz")
+    brain_truth = nib.load(truth_dir / "sub-01_desc-brain_mask.nii.gz")
     brain = nib.load(anat / "sub-01_desc-brain_mask.nii.gz")
+    assert brain.shape == raw.shape == brain_truth.shape
+    np.testing.assert_allclose(brain.affine, raw.affine, atol=1e-4)
     np.testing.assert_allclose(brain.affine, brain_truth.affine, atol=1e-4)
     assert _dice(brain.get_fdata(), brain_truth.get_fdata()) >= 0.95
 
     # the model's lesion, native grid, against the truth
-    lesion_truth = nib.as_closest_canonical(nib.load(truth_dir / "sub-01_label-L_mask.nii.gz"))
+    lesion_truth = nib.load(truth_dir / "sub-01_label-L_mask.nii.gz")
     lesion = nib.load(anat / "sub-01_label-L_mask.nii.gz")
     probability = nib.load(anat / "sub-01_label-L_probseg.nii.gz")
     for image in (lesion, probability):
@@ -118,3 +124,19 @@ def test_participant_and_group_on_synthetic_subject(tmp_path):
     cohort = (out / "group" / "label-L_desc-lesionload_stats.tsv").read_text().splitlines()
     assert len(cohort) == 2 and "sub-01" in cohort[1]
     assert (out / "group" / "group.html").is_file()
+
+    # the official BIDS validator accepts the participant + group outputs: no error
+    validator = subprocess.run([str(Path(sys.executable).parent / "bids-validator-deno"),
+                                str(out), "--format", "json"],
+                               capture_output=True, text=True, timeout=600)
+    issues = json.loads(validator.stdout)["issues"]["issues"]
+    errors = [(issue["code"], issue.get("location"), issue.get("subCode"))
+              for issue in issues if issue.get("severity") == "error"]
+    assert errors == []
+    description = json.loads((out / "dataset_description.json").read_text())
+    assert description["DatasetLinks"]["raw"] == "../bids"
+    sidecar = json.loads((anat / "sub-01_label-L_mask.json").read_text())
+    assert sidecar["Type"] == "Lesion"
+    assert sidecar["SpatialReference"] == "bids:raw:sub-01/anat/sub-01_T1w.nii.gz"
+    assert sidecar["Sources"] == [
+        "bids::sub-01/anat/sub-01_space-MNI152NLin2009aSym_label-L_mask.nii.gz"]

@@ -1,5 +1,5 @@
-"""ImageReport as a Nipype node on a tiny head: figure files and names, and the HTML fragment
-(summary, lesion source, lesion-load tables, methods with numbered citations, warnings)."""
+"""ImageReport as a Nipype node on a tiny head: figure files and names, and the image's section
+page (summary, lesion source, lesion-load tables, methods with numbered citations, warnings)."""
 
 from __future__ import annotations
 
@@ -49,6 +49,12 @@ def _report(tmp_path, images, **inputs):
                    name="image_report", base_dir=str(tmp_path / "work")).run()
 
 
+def _section(page: str) -> str:
+    """The ``<section>`` of an image's stand-alone page (what the subject page joins)."""
+    assert page.startswith("<!DOCTYPE html>") and "<meta name='viewport'" in page
+    return re.search(r"<section\b.*</section>", page, re.DOTALL).group(0)
+
+
 def _has_colour(png: Path, rgb: tuple[float, float, float], tolerance=0.12) -> bool:
     import matplotlib.image
 
@@ -65,8 +71,8 @@ def test_image_report_with_a_lesion(tmp_path, images):
         skull_strip_method="deepbet", registration="affine", template_source="nilearn",
         methods=METHODS)
     figures = tmp_path / "out" / FIGURES
-    names = ["sub-01_ses-1_desc-brainmask_T1w.png", "sub-01_ses-1_desc-registration_T1w.png",
-             "sub-01_ses-1_desc-lesion_T1w.png"]
+    names = ["sub-01_ses-1_desc-brainmask_figure.png",
+             "sub-01_ses-1_desc-registration_figure.png", "sub-01_ses-1_desc-lesion_figure.png"]
     assert result.outputs.out_figures == [str(figures / name) for name in names]
     for name in names:
         assert (figures / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -79,8 +85,10 @@ def test_image_report_with_a_lesion(tmp_path, images):
         [*names, "sub-01_ses-1_report.html"])   # no temporary file left behind
 
     assert result.outputs.out_report == str(figures / "sub-01_ses-1_report.html")
-    text = Path(result.outputs.out_report).read_text()
-    assert text.startswith("<section><h2>sub-01_ses-1</h2>") and text.endswith("</section>")
+    page = Path(result.outputs.out_report).read_text()
+    text = _section(page)
+    assert text.startswith("<section class='image-report' id='sub-01_ses-1'><h2>sub-01_ses-1"
+                           "</h2>")
     assert "<p class='warning'>Demo model: not for clinical use &amp; not validated.</p>" in text
     assert "<p>Lesion mask: model bundle demo 0.1 (&lt;demo&gt;)</p>" in text
     assert "No lesion mask for this image" not in text
@@ -88,14 +96,21 @@ def test_image_report_with_a_lesion(tmp_path, images):
                        "Skull-stripping": "deepbet", "Registration": "affine",
                        "Template": "MNI152NLin2009aSym 1 mm (nilearn)"}.items():
         assert f"<dt>{key}</dt><dd>{value}</dd>" in text
-    # every figure is referenced relative to the output folder (where sub-01.html goes)
+    # every figure is referenced relative to the page's own folder (it opens on its own), and
+    # links to its full-size picture
     sources = re.findall(r"<img src='([^']+)'", text)
-    assert sorted(sources) == sorted(f"{FIGURES}/{name}" for name in names)
-    assert all((tmp_path / "out" / source).is_file() for source in sources)
-    # lesion-load tables: the summary transposed, components rounded to 3 decimals
+    assert sorted(sources) == sorted(names)
+    assert all((figures / source).is_file() for source in sources)
+    assert all(f"<a href='{name}'><img src='{name}'" in text for name in names)
+    assert "../../sub-01.html" in page   # back to the subject page
+    # lesion-load tables: the summary transposed with labels and units, volumes at 2 decimals,
+    # the TSV column names kept, links to the TSVs (every digit) from the figures folder
     assert "<h4>Lesion load</h4>" in text and "<h4>Connected components</h4>" in text
-    assert re.search(r"<td>lesion_side</td>\s*<td>left</td>", text)
-    assert "0.384" in text and "0.384123" not in text
+    assert re.search(r"<th scope='row'>Side</th><td>left</td><td><code>lesion_side</code>",
+                     text)
+    assert "Volume (mL)" in text and "0.38</td>" in text and "0.384" not in text
+    assert "href='../ses-1/anat/sub-01_ses-1_label-L_desc-lesionload_stats.tsv'" in text
+    assert "Radiological convention" in text
     # methods: both paragraphs, citations numbered in order, escaped, with the reference list
     assert ("Lesions were segmented with a demo network [1, 2]. The T1w was normalised with "
             "ANTs [3] to &lt;MNI&gt; space [4].") in text
@@ -109,9 +124,9 @@ def test_image_report_without_a_lesion(tmp_path, images):
     result = _report(tmp_path, images, template_source="templateflow", registration="syn")
     figures = tmp_path / "out" / FIGURES
     assert [Path(path).name for path in result.outputs.out_figures] == [
-        "sub-01_ses-1_desc-brainmask_T1w.png", "sub-01_ses-1_desc-registration_T1w.png"]
-    assert not (figures / "sub-01_ses-1_desc-lesion_T1w.png").exists()
-    text = Path(result.outputs.out_report).read_text()
+        "sub-01_ses-1_desc-brainmask_figure.png", "sub-01_ses-1_desc-registration_figure.png"]
+    assert not (figures / "sub-01_ses-1_desc-lesion_figure.png").exists()
+    text = _section(Path(result.outputs.out_report).read_text())
     assert "<p class='warning'>No lesion mask for this image" in text
     assert "Lesion mask:" not in text and "<h4>Lesion load</h4>" not in text
     assert "class='warning'>Demo" not in text   # no model warning without one
@@ -131,8 +146,9 @@ def test_image_report_run_entity_and_session_free_name(tmp_path, images):
                      name="image_report", base_dir=str(tmp_path / "work")).run()
     figures = tmp_path / "out" / "sub-02" / "figures"
     assert result.outputs.out_report == str(figures / "sub-02_run-3_report.html")
-    assert (figures / "sub-02_run-3_desc-brainmask_T1w.png").is_file()
-    assert Path(result.outputs.out_report).read_text().startswith("<section><h2>sub-02_run-3</h2>")
+    assert (figures / "sub-02_run-3_desc-brainmask_figure.png").is_file()
+    assert _section(Path(result.outputs.out_report).read_text()).startswith(
+        "<section class='image-report' id='sub-02_run-3'><h2>sub-02_run-3</h2>")
 
 
 def test_image_report_lesion_without_a_source_text(tmp_path, images):
@@ -150,3 +166,23 @@ def test_image_report_lesion_without_a_source_text(tmp_path, images):
 def test_image_report_without_template_source_shows_no_undefined(tmp_path, images):
     result = _report(tmp_path, images)
     assert "undefined" not in Path(result.outputs.out_report).read_text()
+
+
+def test_image_report_with_a_probability_map(tmp_path, images):
+    """A model's native probability map: a fourth figure (heat map, threshold in the caption);
+    left out when undefined (manual masks have none)."""
+    lesion = nib.load(images["lesion"])
+    probability = np.asarray(lesion.dataobj, np.float32) * 0.9 + 0.1
+    nib.Nifti1Image(probability, lesion.affine).to_filename(tmp_path / "probseg.nii.gz")
+    result = _report(tmp_path, images, lesion_mask=images["lesion"],
+                     lesion_probseg=str(tmp_path / "probseg.nii.gz"), lesion_threshold=0.5,
+                     lesion_source="model bundle demo 0.1")
+    figures = tmp_path / "out" / FIGURES
+    assert [Path(path).name for path in result.outputs.out_figures] == [
+        "sub-01_ses-1_desc-brainmask_figure.png", "sub-01_ses-1_desc-registration_figure.png",
+        "sub-01_ses-1_desc-lesion_figure.png", "sub-01_ses-1_desc-probability_figure.png"]
+    assert _has_colour(figures / "sub-01_ses-1_desc-probability_figure.png", (0.0, 0.9, 1.0))
+    text = _section(Path(result.outputs.out_report).read_text())
+    assert "<img src='sub-01_ses-1_desc-probability_figure.png'" in text
+    assert "Lesion probability" in text and "at or above 0.5" in text
+    assert text.index("desc-lesion_figure") < text.index("desc-probability_figure")
