@@ -23,6 +23,7 @@ __all__ = [
     "ModelUsageError",
     "UsageError",
     "device_option",
+    "ensemble_source_options",
     "inference_options",
     "one_line",
     "resolve_device_option",
@@ -115,3 +116,29 @@ def inference_options(command):
     for option in (step_size_option, tta_option, device_option):
         command = option(command)
     return command
+
+
+def ensemble_source_options(purpose: str):
+    """``--model`` / ``--member`` / ``--threshold``: the ensemble a command predicts with.
+
+    ``purpose`` names what the ensemble does in the help text (e.g. "segments the images").
+    """
+    def decorate(command):
+        options_in_order = (
+            click.option("--model", "model", default=None, metavar="NAME|PATH",
+                         help=f"The ensemble that {purpose}: a model bundle (folder with "
+                         "bundle.json, or a name found in $STROKE_LESION_APP_MODELS or the "
+                         "package)."),
+            click.option("--member", "members", multiple=True,
+                         metavar="NAME=MODEL_FOLDER[:FOLDS][@WEIGHT]",
+                         help="Instead of --model: trained-model folders to average "
+                         "(repeatable)."),
+            click.option("--threshold", type=click.FloatRange(0, 1, min_open=True,
+                                                              max_open=True),
+                         default=None, help="Mask threshold (default: the bundle's, 0.5 for "
+                         "--member)."),
+        )
+        for option in reversed(options_in_order):
+            command = option(command)
+        return command
+    return decorate

@@ -16,6 +16,7 @@ import click
 from stroke_lesion_app.cli.common import MODEL_PROG as PROG
 from stroke_lesion_app.cli.common import ModelUsageError as UsageError
 from stroke_lesion_app.cli.common import (
+    ensemble_source_options,
     inference_options,
     one_line,
     resolve_device_option,
@@ -86,13 +87,7 @@ def bundle(out_dir, members, name, bundle_version, description, resolution, thre
 @click.command()
 @click.argument("images_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.argument("out_dir", type=click.Path(path_type=Path))
-@click.option("--model", "model", default=None, metavar="NAME|PATH",
-              help="A model bundle (folder with bundle.json, or a name found in "
-              "$STROKE_LESION_APP_MODELS or the package).")
-@click.option("--member", "members", multiple=True, metavar="NAME=MODEL_FOLDER[:FOLDS][@WEIGHT]",
-              help="Instead of --model: trained-model folders to average (repeatable).")
-@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              default=None, help="Mask threshold (default: the bundle's, 0.5 for --member).")
+@ensemble_source_options("segments the images")
 @inference_options
 @click.option("--split", "split_file", type=click.Path(path_type=Path, exists=True,
                                                       dir_okay=False),

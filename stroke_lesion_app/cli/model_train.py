@@ -18,6 +18,7 @@ from stroke_lesion_app.cli.common import MODEL_PROG as PROG
 from stroke_lesion_app.cli.common import ModelUsageError as UsageError
 from stroke_lesion_app.cli.common import (
     device_option,
+    ensemble_source_options,
     one_line,
     resolve_device_option,
     setup_logging,
@@ -146,14 +147,7 @@ def _with_train_options(command: click.Command) -> click.Command:
               type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
               help="Folder of unlabelled template-space images to pseudo-label. Default: the "
               "source dataset's imagesTs.")
-@click.option("--model", "model", default=None, metavar="NAME|PATH",
-              help="The ensemble that makes the pseudo-labels: a model bundle (folder with "
-              "bundle.json, or a name found in $STROKE_LESION_APP_MODELS or the package).")
-@click.option("--member", "members", multiple=True, metavar="NAME=MODEL_FOLDER[:FOLDS][@WEIGHT]",
-              help="Instead of --model: trained-model folders to average (repeatable).")
-@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              default=None, help="Pseudo-label threshold (default: the bundle's, 0.5 for "
-              "--member).")
+@ensemble_source_options("makes the pseudo-labels")
 @tta_option
 @step_size_option
 @click.option("--splits", "splits_file", type=click.Path(path_type=Path, exists=True,

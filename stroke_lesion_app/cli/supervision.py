@@ -42,9 +42,20 @@ FORKSERVER_PRELOAD = "stroke_lesion_app.cli.forkserver_preload"
 _POOLS: weakref.WeakSet = weakref.WeakSet()
 
 
-def worker_initializer(cwd: str) -> None:
-    """Set up one MultiProc worker: Nipype's own set-up, then :func:`die_with_parent`."""
+#: Nipype's logging settings a worker copies from the main process.
+_LOGGING_KEYS = ("workflow_level", "interface_level", "utils_level")
+
+
+def worker_initializer(cwd: str, logging_levels: dict | None = None) -> None:
+    """Set up one MultiProc worker: Nipype's own set-up, the main process's Nipype log levels
+    (a fresh worker would log at Nipype's defaults), then :func:`die_with_parent`."""
     process_initializer(cwd)
+    if logging_levels:
+        from nipype import config as nipype_config
+        from nipype import logging as nipype_logging
+
+        nipype_config.update_config({"logging": dict(logging_levels)})
+        nipype_logging.update_logging(nipype_config)
     die_with_parent()
 
 
@@ -66,9 +77,12 @@ class SupervisedMultiProcPlugin(MultiProcPlugin):
         context = multiprocessing.get_context(self.plugin_args.get("mp_context"))
         if context.get_start_method() == "forkserver":
             context.set_forkserver_preload(["__main__", FORKSERVER_PRELOAD])
+        from nipype import config as nipype_config
+
+        levels = {key: nipype_config.get("logging", key) for key in _LOGGING_KEYS}
         self.pool = ProcessPoolExecutor(
-            max_workers=self.processors, initializer=worker_initializer, initargs=(self._cwd,),
-            mp_context=context)
+            max_workers=self.processors, initializer=worker_initializer,
+            initargs=(self._cwd, levels), mp_context=context)
         _POOLS.add(self.pool)
 
 
