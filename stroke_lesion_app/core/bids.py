@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .bundle import BUNDLE_FILENAME
 from .fileio import atomic_path, write_json_atomic, write_text_atomic
 
 LOGGER = logging.getLogger("stroke_lesion_app.bids")
@@ -378,7 +379,7 @@ def derivative_sources(kind: str, source_entities: Mapping[str, Any], raw_uri: s
     sources = [raw_uri] if kind == "t1w_preproc" else []
     sources += [derivative_uri(source_entities, name) for name in made_from]
     if kind == "std_lesion_probseg":
-        sources.append(f"bids:model:{BUNDLE_MANIFEST}")
+        sources.append(f"bids:model:{BUNDLE_FILENAME}")
     return sources
 
 
@@ -389,10 +390,6 @@ DESCRIPTIONS = {
     "std_t1w": (f"Bias-corrected T1w resampled onto the 1 mm {TEMPLATE_SPACE} grid, masked "
                 "with the template's brain mask grown by 3 mm."),
 }
-
-#: The model bundle's manifest (``bids:model:`` Sources of the model's probability).
-BUNDLE_MANIFEST = "bundle.json"
-
 
 def derivative_metadata(kind: str, raw_uri: str) -> dict[str, Any]:
     """The BIDS keys every derivative of ``kind`` carries: ``SpatialReference`` of images (the

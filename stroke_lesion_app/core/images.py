@@ -230,13 +230,9 @@ def to_input_grid(image: nib.Nifti1Image, reference: nib.Nifti1Image) -> nib.Nif
             reoriented.affine, reference.affine, atol=1e-4):
         raise ValueError(f"image of shape {image.shape} is not on the conformed grid of the "
                          f"reference {reference.shape}")
-    header = image.header.copy()
-    result = nib.Nifti1Image(np.asanyarray(reoriented.dataobj), reference.affine, header)
     code = int(reference.header["sform_code"]) or int(reference.header["qform_code"]) or 1
-    result.set_sform(reference.affine, code=code)
-    result.set_qform(reference.affine, code=code)
-    result.header.set_xyzt_units("mm")
-    return result
+    return with_header_codes(nib.Nifti1Image(np.asanyarray(reoriented.dataobj),
+                                             reference.affine, image.header.copy()), code)
 
 
 def with_header_codes(image: nib.Nifti1Image, code: int) -> nib.Nifti1Image:
