@@ -9,10 +9,16 @@
 #
 # PyTorch: `pip install .` honours the one torch/torchvision pin, in setup.cfg (PyPI's
 # CUDA-enabled wheels, about 5.5 GB installed with their nvidia-* libraries; they need only the
-# host's NVIDIA driver, no CUDA base image). CPU-only image (several GB smaller), for users who
-# can reach PyTorch's own wheel index (this project's machines cannot):
-#   docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu ...
-# installs the same pinned versions (read from setup.cfg) from that index first.
+# host's NVIDIA driver, no CUDA base image). Two ways to a smaller, CPU-only image:
+#   --build-arg VARIANT=cpu    works from PyPI alone: removes triton and the CUDA libraries
+#                              torch never loads on a CPU (scripts/trim_torch_cpu.py); the
+#                              ~2 GB that PyPI's torch links at import stay. No GPU use.
+#   --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu   (PyTorch's own CPU
+#                              wheels, same pinned versions read from setup.cfg; not reachable
+#                              from this project's machines, so not built or tested here)
+# Base image: --build-arg PYTHON_IMAGE=... (default python:3.11-slim-bookworm). Without Docker
+# Hub, scripts/build_container.sh builds a Debian base and a local python:3.11-slim stand-in
+# with mmdebstrap and podman, then this file with `podman build --pull=never`.
 #
 # Stages: build (virtual environment) -> templates (TemplateFlow prefetch) -> runtime.
 # Check this file and Singularity.def with: bash scripts/check_containers.sh
@@ -39,16 +45,37 @@ RUN if [ -n "$TORCH_INDEX_URL" ]; then \
     fi \
     && pip install . \
     && python -c "import stroke_lesion_app, torch, torchvision, nnunetv2, ants; print(stroke_lesion_app.__version__, torch.__version__, torchvision.__version__)"
+# VARIANT=cpu: drop what only a GPU run loads (its own layer; the install above is shared).
+ARG VARIANT=cuda
+COPY scripts/trim_torch_cpu.py /src/scripts/trim_torch_cpu.py
+RUN case "$VARIANT" in \
+        cuda) ;; \
+        cpu) python /src/scripts/trim_torch_cpu.py ;; \
+        *) echo "VARIANT must be cuda or cpu, not $VARIANT" >&2; exit 1 ;; \
+    esac
 
 # ---------------------------------------------------------------------------------------------
 FROM build AS templates
 ENV TEMPLATEFLOW_HOME=/opt/templateflow
+# fetch (default): fails the build when a file the app reads cannot be fetched (the image
+# must run offline). Files already under /templateflow-seed (a folder a podman build mounts
+# there: scripts/build_container.sh TEMPLATEFLOW_SEED=DIR) are copied first and not fetched
+# again. none: no TemplateFlow files, for hosts that cannot reach TemplateFlow; the app then
+# uses the MNI152NLin2009aSym copy inside nilearn's wheel (README "What happens to each T1w").
+ARG TEMPLATES=fetch
 COPY scripts/fetch_templates.py /src/scripts/fetch_templates.py
-# Fails the build when a file the app reads cannot be fetched (the image must run offline).
-RUN python /src/scripts/fetch_templates.py
+RUN mkdir -p /opt/templateflow \
+    && case "$TEMPLATES" in \
+        fetch) if [ -d /templateflow-seed ]; then cp -R /templateflow-seed/. /opt/templateflow/; fi \
+               && python /src/scripts/fetch_templates.py ;; \
+        none) echo "TEMPLATES=none: no TemplateFlow files in the image (nilearn's copy is used)" ;; \
+        *) echo "TEMPLATES must be fetch or none, not $TEMPLATES" >&2; exit 1 ;; \
+    esac
 
 # ---------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
+ARG VARIANT=cuda
+ARG TEMPLATES=fetch
 ARG VERSION=unknown
 ARG VCS_REF=unknown
 ARG BUILD_DATE=unknown
@@ -88,4 +115,6 @@ LABEL org.opencontainers.image.title="stroke-lesion-app" \
       org.opencontainers.image.source="https://github.com/stroke-lesion-app/stroke-lesion-app" \
       org.opencontainers.image.url="https://github.com/stroke-lesion-app/stroke-lesion-app" \
       org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.vendor="stroke-lesion-app developers"
+      org.opencontainers.image.vendor="stroke-lesion-app developers" \
+      io.github.stroke-lesion-app.torch-variant="${VARIANT}" \
+      io.github.stroke-lesion-app.templates="${TEMPLATES}"

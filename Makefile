@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO   ?= demo
 
-.PHONY: venv demo test clean
+.PHONY: venv demo test clean container container-smoke
 
 $(BIN)/stroke-lesion-app: setup.cfg pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 2; }
@@ -27,6 +27,15 @@ demo: venv
 
 test: venv
 	PYTHONHASHSEED=0 $(BIN)/python -m pytest -n 2 tests
+
+# Container image with podman (root, Debian host; no Docker Hub needed): README "Containers"
+VARIANT ?= cuda
+IMAGE   ?= stroke-lesion-app:latest
+container:
+	VARIANT=$(VARIANT) bash scripts/build_container.sh
+
+container-smoke:
+	bash scripts/container_smoke_test.sh $(IMAGE)
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

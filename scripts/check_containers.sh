@@ -9,7 +9,7 @@
 #    tests rely on are there (stages, non-root USER, ENTRYPOINT, TEMPLATEFLOW_HOME, labels).
 # 2. Singularity.def: spython's recipe parser: Bootstrap/From header, %environment,
 #    %runscript, %test, %labels, %help, and the runscript calls stroke-lesion-app.
-# 3. Shell scripts (scripts/slurm/*.sh|*.sbatch, this file): `bash -n`.
+# 3. Shell scripts (scripts/*.sh, scripts/slurm/*.sh|*.sbatch): `bash -n`.
 #
 # The tools come with `pip install -e '.[test]'` (setup.cfg, extra `test`). A tool that is
 # missing is an error here; tests/packaging skips only the checks whose tool cannot be
@@ -99,7 +99,7 @@ sys.exit(1 if problems else 0)
 PYTHON
 
 echo "== bash -n: shell scripts"
-for script in scripts/check_containers.sh scripts/slurm/*.sh scripts/slurm/*.sbatch; do
+for script in scripts/*.sh scripts/slurm/*.sh scripts/slurm/*.sbatch; do
     [ -e "$script" ] || continue
     bash -n "$script" || status=1
 done
