@@ -5,8 +5,8 @@ Subcommands: ``synthesize`` (synthetic BIDS data for tests, the demo and the dem
 cross-validation folds), ``train`` (a scheme through nnU-Net v2), ``ensemble`` (softmax
 averaging of trained models on a folder of images), ``self-train`` (pseudo-label unlabelled
 images with an ensemble and retrain on a new dataset), ``bundle`` (package trained models for
-the app) and ``evaluate`` (per-case metrics, summaries, Table-1-style comparison,
-Dice-vs-volume figure).
+the app), ``import`` (published nnU-Net v1/v2 models → a bundle) and ``evaluate`` (per-case
+metrics, summaries, Table-1-style comparison, Dice-vs-volume figure).
 
 This module only assembles the group; the subcommands live in one module per concern:
 
@@ -15,6 +15,7 @@ This module only assembles the group; the subcommands live in one module per con
 ``cli/model_train.py``     ``train``, ``self-train``
 ``cli/model_predict.py``   ``ensemble``, ``bundle``
 ``cli/model_evaluate.py``  ``evaluate``
+``cli/model_import.py``    ``import``
 =========================  ======================================
 
 (A new concern, e.g. importing published models, gets its own ``cli/model_<concern>.py`` and
@@ -33,6 +34,7 @@ from stroke_lesion_app.cli.common import EXIT_USAGE, MODEL_PROG
 from stroke_lesion_app.cli.common import ModelUsageError as UsageError
 from stroke_lesion_app.cli.model_data import convert, split, synthesize
 from stroke_lesion_app.cli.model_evaluate import evaluate
+from stroke_lesion_app.cli.model_import import import_models
 from stroke_lesion_app.cli.model_predict import bundle, ensemble
 from stroke_lesion_app.cli.model_train import self_train, train
 
@@ -45,6 +47,7 @@ SUBCOMMANDS = (
     synthesize, convert, split,  # data
     train, self_train,  # training
     ensemble, bundle,  # inference and packaging
+    import_models,  # published models
     evaluate,  # evaluation
 )
 

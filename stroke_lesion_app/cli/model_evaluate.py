@@ -31,11 +31,17 @@ __all__ = ["evaluate"]
               show_default=True, help="Neighbourhood of lesion components (6: the paper's).")
 @click.option("--small-lesion-threshold", type=click.FloatRange(min=0, min_open=True),
               default=1000, show_default=True, metavar="VOXELS",
-              help="Subjects with 0 < total truth volume < VOXELS form the small-lesion subset.")
+              help="Size bound (voxels) of the small-lesion subset; see --small-lesion-rule.")
+@click.option("--small-lesion-rule", type=click.Choice(["components", "total"]),
+              default="components", show_default=True,
+              help="Which subjects form the small-lesion subset: components = every truth "
+              "lesion component (at --connectivity) is under the threshold, the paper's \"only "
+              "have lesions with volumes under 1000 voxels\"; total = the total truth lesion "
+              "volume is. Subjects without a truth lesion are never in it.")
 @click.option("--force", is_flag=True, help="Replace existing output files.")
 @click.option("-v", "--verbose", count=True, help="More log output.")
-def evaluate(pred_dirs, truth_dir, out_dir, schemes, connectivity, small_lesion_threshold, force,
-             verbose):
+def evaluate(pred_dirs, truth_dir, out_dir, schemes, connectivity, small_lesion_threshold,
+             small_lesion_rule, force, verbose):
     """Score predicted lesion masks against the truth and write tables and a figure to OUT_DIR.
 
     Predictions (.nii/.nii.gz, binarised with != 0) are matched to --truth files by name; other
@@ -44,8 +50,10 @@ def evaluate(pred_dirs, truth_dir, out_dir, schemes, connectivity, small_lesion_
 
     \b
     Writes, for each scheme NAME:
-      NAME_cases.tsv                  per-case metrics (Dice, lesion-wise F1, ..., volumes)
-      NAME_summary.tsv, NAME_summary.md   mean ± std over all cases and the small-lesion subset
+      NAME_cases.tsv                  per-case metrics (Dice, lesion-wise F1, ..., volumes,
+                                      largest truth lesion, small_subset membership)
+      NAME_summary.tsv, NAME_summary.md   mean ± std over all cases and the small-lesion
+                                      subset (its rule in small_rule / below the table)
     and
       dice_vs_volume.png, .svg        per-case Dice against truth volume, one curve per scheme
       comparison.tsv, comparison.md   Table-1-style rows (only with two or more schemes)
@@ -71,10 +79,15 @@ def evaluate(pred_dirs, truth_dir, out_dir, schemes, connectivity, small_lesion_
     try:
         frames = evaluate_schemes(folders, truth_dir, out_dir, connectivity=int(connectivity),
                                   small_lesion_threshold=small_lesion_threshold,
-                                  overwrite=force)
+                                  small_lesion_rule=small_lesion_rule, overwrite=force)
     except (FileExistsError, ValueError) as error:
         raise UsageError(one_line(error)) from None
+    from stroke_lesion_app.training.evaluate import small_lesion_rule as describe_rule
+
+    click.echo(f"{PROG}: small-lesion subset rule "
+               f"{describe_rule(small_lesion_rule, small_lesion_threshold, int(connectivity))}")
     for name, frame in frames.items():
         click.echo(f"{PROG}: {name}: {len(frame)} case(s), Dice {frame['dice'].mean():.3f}, "
-                   f"lesion-wise F1 {frame['lesion_f1'].mean():.3f} (means)")
+                   f"lesion-wise F1 {frame['lesion_f1'].mean():.3f} (means); "
+                   f"{int(frame['small_subset'].sum())} in the small-lesion subset")
     click.echo(f"{PROG}: wrote {len(paths)} file(s) to {out_dir}")

@@ -43,8 +43,10 @@ __all__ = ["self_train", "train"]
               help="Fold(s) of splits_final.json to train (repeatable). Default: 0-4.")
 @click.option("--splits", "splits_file", type=click.Path(path_type=Path, exists=True,
                                                          dir_okay=False),
-              default=None, help="splits_final.json from `split`; copied into the preprocessed "
-              "dataset folder before training (nnU-Net makes a random 5-fold split otherwise).")
+              default=None, help="splits_final.json from `split`, or the paper's nnU-Net v1 "
+              "splits_final.pkl (its ATLAS file stems are mapped onto `convert atlas`'s case "
+              "IDs); every case must be in the dataset (checked before planning). Installed in "
+              "the preprocessed dataset folder (nnU-Net makes a random 5-fold split otherwise).")
 @click.option("--plan-preset", type=click.Choice(["paper", "demo", "tiny"]), default="paper",
               show_default=True, help="paper: nnU-Net's own plan (patch 128^3 on ATLAS); demo: "
               "a small CPU network for the synthetic demo bundle; tiny: patch 32^3, for tests "
@@ -152,8 +154,9 @@ def _with_train_options(command: click.Command) -> click.Command:
 @step_size_option
 @click.option("--splits", "splits_file", type=click.Path(path_type=Path, exists=True,
                                                          dir_okay=False),
-              default=None, help="The source's splits_final.json. Default: WORK_DIR/"
-              "nnUNet_preprocessed/Dataset<NNN>_<NAME>/splits_final.json (what `train` used).")
+              default=None, help="The source's splits_final.json (or the paper's "
+              "splits_final.pkl). Default: WORK_DIR/nnUNet_preprocessed/Dataset<NNN>_<NAME>/"
+              "splits_final.json (what `train` used).")
 @click.option("--train/--no-train", "do_train", default=True, show_default=True,
               help="Plan, preprocess and train the new dataset after writing it.")
 @click.option("--force", is_flag=True,

@@ -28,6 +28,13 @@ name, weight in the average, sha256 of every checkpoint), the licence and the tr
                               "fold_1/checkpoint_final.pth": "…"}}]
     }
 
+Imported models (``stroke-lesion-model import``) carry their provenance: a top-level
+``"source"`` (``framework``, ``url``, ``citation``) and per member a ``"source"`` (framework,
+task or dataset, trainer, plans and network of the original) and an ``"aggregation"``: how the
+member's test-time mirrorings and sliding windows are averaged. ``"logits"`` (the default) is
+nnU-Net v2's own way; ``"softmax"`` averages softmax probabilities, as nnU-Net v1's predictor
+does, so that an imported v1 model gives what v1 gives.
+
 :func:`load_bundle` parses and checks the manifest's structure; :func:`validate_bundle` checks
 it against the files (space, folders, checkpoints, checksums). Every problem raises
 :class:`BundleError` (a :class:`ValueError`) with one line naming the file and the fix.
@@ -51,11 +58,12 @@ from .components import CONNECTIVITIES
 from .fileio import write_json_atomic
 
 __all__ = [
+    "AGGREGATIONS",
     "BUNDLE_FILENAME",
-    "BundleError",
-    "BundleMember",
     "DEMO_WARNING",
     "MODELS_ENV_VAR",
+    "BundleError",
+    "BundleMember",
     "ModelBundle",
     "bundle_search_path",
     "compute_checksums",
@@ -83,6 +91,8 @@ DEMO_WARNING = ("Model bundle marked as demo: a synthetic-data demo, not for res
 _REQUIRED_KEYS = ("name", "version", "space", "resolution_mm", "modality", "threshold",
                   "min_component_voxels", "connectivity", "members")
 _REQUIRED_MEMBER_KEYS = ("name", "folder", "trainer", "configuration", "folds")
+#: How a member's mirrorings and sliding windows are averaged (see the module docstring).
+AGGREGATIONS = ("logits", "softmax")
 _CHUNK = 1 << 20
 
 
@@ -113,6 +123,11 @@ class BundleMember:
         fold gets ``weight / len(folds)``.
     sha256 : dict
         ``"fold_N/<checkpoint>"`` → hex digest.
+    aggregation : {"logits", "softmax"}
+        Average of test-time mirrorings and sliding windows: nnU-Net v2's logits (default) or
+        nnU-Net v1's softmax probabilities (imported v1 models).
+    source : dict
+        Provenance of an imported member (framework, trainer, plans, ...); empty otherwise.
     """
 
     name: str
@@ -123,6 +138,8 @@ class BundleMember:
     checkpoint: str = "checkpoint_final.pth"
     weight: float = 1.0
     sha256: Mapping[str, str] = field(default_factory=dict)
+    aggregation: str = "logits"
+    source: Mapping[str, Any] = field(default_factory=dict)
 
     def checkpoint_key(self, fold) -> str:
         """Relative checkpoint path of ``fold`` inside :attr:`folder` (the ``sha256`` key)."""
@@ -161,6 +178,8 @@ class ModelBundle:
     licence: str = ""
     training_data: str = ""
     demo: bool = False
+    #: Provenance of an imported bundle (``framework``, ``url``, ``citation``); empty otherwise.
+    source: Mapping[str, Any] = field(default_factory=dict)
     manifest: Mapping[str, Any] = field(default_factory=dict, repr=False)
     #: sha256 of ``bundle.json`` as read by :func:`load_bundle` (provenance; no second read).
     manifest_sha256: str = ""
@@ -171,12 +190,22 @@ class ModelBundle:
         return self.root / BUNDLE_FILENAME
 
     def identity(self) -> dict:
-        """What outputs record as provenance: name, version, space, demo flag, manifest sha256."""
-        return {"name": self.name, "version": self.version, "space": self.space,
-                "resolution_mm": self.resolution_mm, "demo": self.demo,
-                "path": str(self.root), "manifest_sha256": self.manifest_sha256,
-                "members": [{"name": m.name, "trainer": m.trainer, "folds": list(m.folds),
-                             "weight": m.weight} for m in self.members]}
+        """What outputs record as provenance: name, version, space, demo flag, manifest sha256,
+        members; for an imported bundle also its licence, its source and each member's origin
+        and aggregation."""
+        identity = {"name": self.name, "version": self.version, "space": self.space,
+                    "resolution_mm": self.resolution_mm, "demo": self.demo,
+                    "path": str(self.root), "manifest_sha256": self.manifest_sha256,
+                    "members": [{"name": m.name, "trainer": m.trainer, "folds": list(m.folds),
+                                 "weight": m.weight} for m in self.members]}
+        if self.source:
+            identity["licence"] = self.licence or "not stated"
+            identity["source"] = dict(self.source)
+            for entry, member in zip(identity["members"], self.members):
+                entry["aggregation"] = member.aggregation
+                if member.source:
+                    entry["source"] = dict(member.source)
+        return identity
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -269,11 +298,18 @@ def _parse_member(entry, index: int, root: Path, manifest: Path) -> BundleMember
     sha256 = entry.get("sha256", {})
     if not isinstance(sha256, Mapping):
         raise BundleError(f"{where}: 'sha256' must map 'fold_N/<checkpoint>' to a hex digest.")
+    aggregation = entry.get("aggregation", "logits")
+    if aggregation not in AGGREGATIONS:
+        raise BundleError(f"{where}: 'aggregation' must be one of {list(AGGREGATIONS)}, got "
+                          f"{aggregation!r}; fix it.")
+    source = entry.get("source", {})
+    if not isinstance(source, Mapping):
+        raise BundleError(f"{where}: 'source' must be an object (framework, trainer, ...).")
     return BundleMember(
         name=str(entry["name"]), folder=root / folder, trainer=str(entry["trainer"]),
         configuration=str(entry["configuration"]), folds=folds,
         checkpoint=str(entry.get("checkpoint", "checkpoint_final.pth")), weight=weight,
-        sha256=dict(sha256),
+        sha256=dict(sha256), aggregation=aggregation, source=dict(source),
     )
 
 
@@ -342,6 +378,10 @@ def load_bundle(path_or_name: str | os.PathLike,
     names = [m.name for m in members]
     if len(set(names)) != len(names):
         raise BundleError(f"{manifest_path}: member names must be unique, got {names}.")
+    source = manifest.get("source", {})
+    if not isinstance(source, Mapping):
+        raise BundleError(f"{manifest_path}: 'source' must be an object (framework, url, "
+                          f"citation); fix it.")
     return ModelBundle(
         root=root, name=str(manifest["name"]), version=str(manifest["version"]),
         space=str(manifest["space"]), resolution_mm=resolution, modality=str(manifest["modality"]),
@@ -349,7 +389,7 @@ def load_bundle(path_or_name: str | os.PathLike,
         members=members, description=str(manifest.get("description", "")),
         licence=str(manifest.get("licence", "")),
         training_data=str(manifest.get("training_data", "")),
-        demo=bool(manifest.get("demo", False)), manifest=manifest,
+        demo=bool(manifest.get("demo", False)), source=dict(source), manifest=manifest,
         manifest_sha256=hashlib.sha256(raw).hexdigest(),
     )
 
@@ -444,7 +484,7 @@ def write_bundle_manifest(bundle_dir: str | os.PathLike, *, name: str, version: 
                           modality: str = "T1w", threshold: float = 0.5,
                           min_component_voxels: int = 0, connectivity: int = 26,
                           licence: str = "", training_data: str = "",
-                          demo: bool = False) -> Path:
+                          demo: bool = False, source: Mapping[str, Any] | None = None) -> Path:
     """Write ``bundle.json`` into ``bundle_dir``, filling in missing checksums.
 
     Parameters
@@ -453,8 +493,10 @@ def write_bundle_manifest(bundle_dir: str | os.PathLike, *, name: str, version: 
         Folder that already holds the members' trained-model folders.
     members : sequence of dict
         Each with ``name``, ``folder`` (relative to ``bundle_dir``), ``trainer``,
-        ``configuration``, ``folds`` and optionally ``checkpoint`` and ``weight``; ``sha256`` is
-        computed when absent.
+        ``configuration``, ``folds`` and optionally ``checkpoint``, ``weight``,
+        ``aggregation`` and ``source``; ``sha256`` is computed when absent.
+    source : dict, optional
+        Provenance of an imported bundle (``framework``, ``url``, ``citation``).
 
     Returns
     -------
@@ -471,6 +513,10 @@ def write_bundle_manifest(bundle_dir: str | os.PathLike, *, name: str, version: 
         entry["folder"] = folder.as_posix()
         entry["folds"] = list(entry["folds"])
         entry.setdefault("checkpoint", "checkpoint_final.pth")
+        if not entry.get("source"):  # a BundleMember's defaults: keep the manifest unchanged
+            entry.pop("source", None)
+            if entry.get("aggregation", "logits") == "logits":
+                entry.pop("aggregation", None)
         entry["weight"] = float(entry.get("weight", 1.0))
         if not entry.get("sha256"):
             entry["sha256"] = compute_checksums(bundle_dir / folder, entry["folds"],
@@ -482,4 +528,6 @@ def write_bundle_manifest(bundle_dir: str | os.PathLike, *, name: str, version: 
         "min_component_voxels": min_component_voxels, "connectivity": connectivity,
         "licence": licence, "training_data": training_data, "demo": demo, "members": entries,
     }
+    if source:
+        manifest["source"] = dict(source)
     return write_json_atomic(bundle_dir / BUNDLE_FILENAME, manifest)

@@ -40,7 +40,8 @@ from .fileio import write_nifti_atomic
 from .postprocess import postprocess_probability
 from .sliding_window import batched_predictor_class, default_window_batch_size
 
-__all__ = ["EnsemblePredictor", "MemberFold", "average_probabilities"]
+__all__ = ["EnsemblePredictor", "MemberFold", "average_probabilities", "window_count",
+           "window_region"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -270,6 +271,7 @@ class EnsemblePredictor:
                 device=self.device, verbose=False, verbose_preprocessing=False,
                 allow_tqdm=False,
             )
+            predictor.aggregation = member.aggregation
             predictor.window_batch_size = (
                 self.window_batch_size
                 or default_window_batch_size(self.device.type, configuration_manager.patch_size))
@@ -296,8 +298,8 @@ class EnsemblePredictor:
             torch.set_num_threads(previous)
 
     # -- prediction ------------------------------------------------------------------------------
-    def member_probabilities(self, image: np.ndarray,
-                             spacing: Sequence[float]) -> list[np.ndarray]:
+    def member_probabilities(self, image: np.ndarray, spacing: Sequence[float],
+                             region: Sequence[slice] | None = None) -> list[np.ndarray]:
         """Lesion probability of every member × fold, in :attr:`passes` order.
 
         Parameters
@@ -306,6 +308,13 @@ class EnsemblePredictor:
             3-D image ``(i, j, k)`` in nibabel's voxel order, on the template grid.
         spacing : sequence of float
             Voxel sizes in mm, nibabel's zooms order.
+        region : sequence of three slices, optional
+            Voxel box ``(i, j, k)`` of ``image`` that holds everything worth segmenting (the
+            brain box, see :func:`~.segmentation.brain_region`). The image is preprocessed
+            whole (the z-score statistics are the ones the model was trained with), then
+            only the box, grown to the largest size that needs no extra sliding window
+            (:func:`window_region`), goes through the networks; outside it the probability
+            is 0. ``None``: the whole image.
 
         Returns
         -------
@@ -334,26 +343,33 @@ class EnsemblePredictor:
         with self._threads(), _nnunet_output_to_log():
             for one in self.passes:
                 predictor = one.predictor
-                # folds of a member share plans: preprocess once per member
-                if one.member.name not in preprocessed:
+                # members (and folds) with the same preprocessing share one preprocessed image
+                key = _preprocessing_key(predictor)
+                if key not in preprocessed:
                     adapter = PreprocessAdapterFromNpy(
                         [data.copy()], None, [{"spacing": list(nnunet_spacing)}], None,
                         predictor.plans_manager, predictor.dataset_json,
                         predictor.configuration_manager, num_threads_in_multithreaded=1,
                     )
-                    preprocessed = {one.member.name: next(adapter)}
-                case = preprocessed[one.member.name]
-                logits = predictor.predict_logits_from_preprocessed_data(case["data"]).cpu()
-                _, probabilities = convert_predicted_logits_to_segmentation_with_correct_shape(
-                    logits, predictor.plans_manager, predictor.configuration_manager,
-                    predictor.label_manager, case["data_properties"], return_probabilities=True,
-                )
+                    preprocessed[key] = next(adapter)
+                case = preprocessed[key]
+                logits = _predict_in_region(predictor, case, region, one.member.aggregation)
+                if one.member.aggregation == "softmax":  # already probabilities (nnU-Net v1)
+                    probabilities = _probabilities_to_input_grid(
+                        logits, predictor, case["data_properties"])
+                else:
+                    _, probabilities = convert_predicted_logits_to_segmentation_with_correct_shape(
+                        logits, predictor.plans_manager, predictor.configuration_manager,
+                        predictor.label_manager, case["data_properties"],
+                        return_probabilities=True,
+                    )
                 foreground = np.asarray(probabilities[1:], dtype=np.float64).sum(axis=0)
                 results.append(foreground.transpose(2, 1, 0).astype(np.float32))
                 LOGGER.debug("Predicted %s.", one.label)
         return results
 
-    def predict_probability(self, image: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    def predict_probability(self, image: np.ndarray, spacing: Sequence[float],
+                            region: Sequence[slice] | None = None) -> np.ndarray:
         """Ensemble lesion probability: the weighted mean of :meth:`member_probabilities`.
 
         Parameters
@@ -362,13 +378,15 @@ class EnsemblePredictor:
             3-D image ``(i, j, k)`` in nibabel's voxel order, on the template grid.
         spacing : sequence of float
             Voxel sizes in mm, nibabel's zooms order.
+        region : sequence of three slices, optional
+            Brain box ``(i, j, k)``, see :meth:`member_probabilities`.
 
         Returns
         -------
         numpy.ndarray
             ``float32`` probability in [0, 1], shape ``image.shape``.
         """
-        probabilities = self.member_probabilities(image, spacing)
+        probabilities = self.member_probabilities(image, spacing, region)
         return average_probabilities(probabilities, [p.weight for p in self.passes])
 
     def postprocess(self, probability: np.ndarray) -> np.ndarray:
@@ -413,6 +431,138 @@ class EnsemblePredictor:
             return Path(out_probseg), None
         _write_like(img, self.postprocess(probability), Path(out_mask), np.uint8)
         return Path(out_probseg), Path(out_mask)
+
+
+def _preprocessing_key(predictor) -> str:
+    """What nnU-Net's preprocessing of an image depends on, as a string: members whose keys
+    are equal get identical preprocessed arrays (same plan configuration, intensity
+    statistics, channels and axis order)."""
+    plans = predictor.plans_manager.plans
+    return json.dumps([
+        predictor.configuration_manager.configuration,
+        plans.get("transpose_forward"),
+        plans.get("foreground_intensity_properties_per_channel"),
+        predictor.dataset_json.get("channel_names", predictor.dataset_json.get("modality")),
+    ], sort_keys=True, default=str)
+
+
+def window_count(length: int, patch: int, step_size: float) -> int:
+    """Sliding windows along one axis of ``length`` voxels (nnU-Net's
+    ``compute_steps_for_sliding_window``: a shorter axis is padded to one window)."""
+    if length <= patch:
+        return 1
+    return int(math.ceil((length - patch) / (patch * step_size))) + 1
+
+
+def window_region(box: Sequence[tuple[int, int]], shape: Sequence[int], patch: Sequence[int],
+                  step_size: float) -> tuple[slice, ...]:
+    """Grow a box to the largest size that has the same sliding-window count, inside ``shape``.
+
+    nnU-Net places ``n`` windows of size ``P`` at step ``s·P`` over any length up to
+    ``P + (n - 1)·s·P`` (a shorter axis is padded up to ``P``); growing the box to that
+    length (centred, shifted back inside the image) gives the networks real image context
+    around the box at no extra cost.
+
+    Parameters
+    ----------
+    box : sequence of (start, stop)
+        Voxel box per axis, in the axis order of ``shape`` and ``patch``.
+    shape : sequence of int
+        The whole image's shape, voxels.
+    patch : sequence of int
+        The network's patch size, voxels.
+    step_size : float
+        Sliding-window step as a fraction of the patch size, in (0, 1].
+
+    Returns
+    -------
+    tuple of slice
+        One slice per axis; ``stop - start`` never exceeds the image.
+
+    Examples
+    --------
+    >>> window_region([(30, 200)], [233], [128], 0.5)
+    (slice(19, 211, None),)
+    """
+    region = []
+    for (start, stop), size, length in zip(box, shape, patch):
+        start, stop = max(0, int(start)), min(int(size), int(stop))
+        windows = window_count(stop - start, int(length), step_size)
+        target = min(int(size), int(length + (windows - 1) * length * step_size))
+        grow = max(0, target - (stop - start))
+        start = max(0, start - grow // 2)
+        stop = min(int(size), start + max(target, stop - start))
+        start = max(0, stop - max(target, stop - start))
+        region.append(slice(start, stop))
+    return tuple(region)
+
+
+def _predict_in_region(predictor, case: dict, region: Sequence[slice] | None,
+                       aggregation: str):
+    """The sliding window over the preprocessed image, or over the brain box only.
+
+    ``case`` is nnU-Net's preprocessed case (``data``: ``(channels, *spatial)`` in nnU-Net's
+    axis order, cropped to the non-zero box and resampled to the plan). ``region`` is in the
+    input image's ``(i, j, k)`` order; it is mapped onto the preprocessed grid, grown by
+    :func:`window_region`, predicted, and pasted into a whole-grid array whose outside holds
+    background (logits 0 / -30, or probabilities 1 / 0 with v1-style ``softmax`` aggregation).
+    Returns a CPU tensor ``(classes, *spatial)`` on the preprocessed grid.
+    """
+    import torch
+
+    data = case["data"]
+    if region is None:
+        return predictor.predict_logits_from_preprocessed_data(data).cpu()
+    properties = case["data_properties"]
+    cropped = properties["bbox_used_for_cropping"]
+    before_resampling = properties["shape_after_cropping_and_before_resampling"]
+    spatial = data.shape[1:]
+    box = []
+    for axis in range(len(spatial)):
+        # nnU-Net axis `axis` is the input's axis 2 - axis, then transposed by the plan
+        source = predictor.plans_manager.transpose_forward[axis]
+        wanted = region[2 - source]
+        offset = cropped[axis][0]
+        scale = spatial[axis] / before_resampling[axis]
+        box.append((math.floor((wanted.start - offset) * scale),
+                    math.ceil((wanted.stop - offset) * scale)))
+    window = window_region(box, spatial, predictor.configuration_manager.patch_size,
+                           predictor.tile_step_size)
+    inside = predictor.predict_logits_from_preprocessed_data(
+        data[(slice(None), *window)]).cpu()
+    whole = torch.zeros((inside.shape[0], *spatial), dtype=inside.dtype)
+    if aggregation == "softmax":
+        whole[0] = 1.0
+    else:
+        whole[1:] = -30.0
+    whole[(slice(None), *window)] = inside
+    return whole
+
+
+def _probabilities_to_input_grid(probabilities, predictor, properties: dict) -> np.ndarray:
+    """Probabilities on the preprocessed grid → the input's grid and axis order.
+
+    What ``convert_predicted_logits_to_segmentation_with_correct_shape`` does to logits, minus
+    the softmax (nnU-Net v1 exported its averaged probabilities the same way: resampled with
+    the plan's probability interpolation, put back into the crop's bounding box with
+    background outside, transposed back).
+    """
+    import torch
+
+    plans_manager = predictor.plans_manager
+    configuration_manager = predictor.configuration_manager
+    spacing = [properties["spacing"][i] for i in plans_manager.transpose_forward]
+    shape = properties["shape_after_cropping_and_before_resampling"]
+    current_spacing = (configuration_manager.spacing
+                       if len(configuration_manager.spacing) == len(shape)
+                       else [spacing[0], *configuration_manager.spacing])
+    resampled = configuration_manager.resampling_fn_probabilities(
+        probabilities, shape, current_spacing, spacing)
+    resampled = torch.as_tensor(np.asarray(resampled, dtype=np.float32))
+    reverted = predictor.label_manager.revert_cropping_on_probabilities(
+        resampled, properties["bbox_used_for_cropping"], properties["shape_before_cropping"])
+    reverted = np.asarray(reverted.cpu().numpy() if hasattr(reverted, "cpu") else reverted)
+    return reverted.transpose([0] + [i + 1 for i in plans_manager.transpose_backward])
 
 
 def _write_like(reference, data: np.ndarray, path: Path, dtype) -> None:

@@ -1,29 +1,61 @@
 """nnU-Net v2 port of the v1 ``nnUNetTrainerV2_DA3`` augmentation used by the paper's Res U-Net.
 
-``docs/mscsa-spec.md`` §2.6. Compared with nnU-Net v2's default pipeline
-(``nnUNetTrainer.get_training_transforms``):
+``docs/mscsa-spec.md`` §2.6. The reference is nnU-Net 1.7.1 (PyPI ``nnunet==1.7.1``):
+``nnUNetTrainerV2_DA3.setup_DA_params`` (on top of ``nnUNetTrainerV2.setup_DA_params`` and
+``default_3D_augmentation_params``) feeding ``get_insaneDA_augmentation2``
+(``data_augmentation_insaneDA2.py``), with batchgenerators 0.25's transforms. Every setting
+below is v1 DA3's; :data:`DA3` holds them and :func:`da3_training_transforms` builds the
+pipeline from them, in v1's order:
 
-==========================  =====================  ======================================
-transform                   v2 default             DA3 (this module)
-==========================  =====================  ======================================
-rotation                    p 0.2, ±30° (3D)       p 0.3, same range
-scaling                     p 0.2, 0.7-1.4, sync   p 0.3, 0.65-1.6, per-axis with p 0.3
-elastic deformation         off                    p 0.3 (batchgeneratorsv2 defaults)
-additive brightness         off                    N(0, 0.2), p 0.3
-gamma (both passes)         0.7-1.5                0.5-1.6
-==========================  =====================  ======================================
+=============================  ======================  ===================================
+transform (v1 order)           nnU-Net v2 default      DA3 (v1, ported here)
+=============================  ======================  ===================================
+elastic deformation            off                     p 0.3; one scale per sample
+                                                       U(0, 0.25) x patch edge = sigma,
+                                                       magnitude U(sigma/8, sigma/2) per
+                                                       axis (v1 ``deformation_scale``)
+rotation                       p 0.2, ±30° (3D)        p 0.3, ±30° per axis
+scaling                        p 0.2, U(0.7, 1.4),     p 0.3, (0.65, 1.6) with v1's
+                               same on all axes        sampling (half below 1, half
+                                                       above), per axis with p 0.3
+Gaussian noise                 p 0.1, σ U(0, 0.1)      p 0.15, same σ
+Gaussian blur                  p 0.2, σ (0.5, 1.0),    p 0.2, σ (0.5, 1.5), one σ for
+                               σ per axis, p/ch 0.5    all axes, p/channel 0.5
+multiplicative brightness      p 0.15, (0.75, 1.25)    p 0.15, U(0.7, 1.3)
+contrast                       p 0.15, (0.75, 1.25)    p 0.15, (0.65, 1.5), range kept
+low resolution                 p 0.25, zoom (0.5, 1)   the same
+inverted gamma                 p 0.1, (0.7, 1.5)       p 0.15, (0.5, 1.6), stats kept
+additive brightness            off                     p 0.3, N(0, 0.2) per channel
+gamma                          p 0.3, (0.7, 1.5)       p 0.3, (0.5, 1.6), stats kept
+mirroring                      each axis p 0.5         the same
+=============================  ======================  ===================================
 
-Everything else (noise, blur, multiplicative brightness, contrast, low resolution, mirroring,
-masking, cascade, regions, deep-supervision targets) is nnU-Net v2's default. The v1 elastic
-deformation was parametrised differently (``deformation_scale (0, 0.25)``); the v2 transform's
-own default scale and magnitude are used here. The initial (pre-crop) patch size stays nnU-Net's
-default, as v1 DA3 computed it before widening the scale range.
+Masking, label clean-up, cascade, regions and deep-supervision targets are nnU-Net v2's.
+
+Remaining differences from v1 DA3, all outside what batchgeneratorsv2's transforms can express
+(also listed in the README, "Reproducing the paper"):
+
+* **Initial patch size.** v1 DA3 cut the patch that enters the spatial transform with
+  ``get_patch_size(..., scale_range=(0.7, 1.4))`` (``nnUNetTrainerV2`` had already set that
+  range in the shared parameter dict), i.e. about 249³ for a 128³ patch and ±30°; nnU-Net v2's
+  ``configure_rotation_dummyDA_mirroring_and_inital_patch_size`` uses ``(0.85, 1.25)``, about
+  205³. That is a trainer setting: zooming out beyond 0.85 pads with zeros earlier in v2.
+* **Order of rotation and per-axis scaling.** v1 rotates, then scales the coordinates
+  (``S·R``); batchgeneratorsv2 builds ``R·S``. Identical for isotropic scaling; differs for the
+  per-axis scalings (p 0.3 × 0.3 = 9 % of samples).
+* **Deformation noise.** v1 blurs uniform noise in [-1, 1]; v2 blurs standard normal noise. Both
+  are then rescaled to the same maximum displacement.
+* **Interpolation.** v1 resampled images with cubic splines (order 3) and labels with linear
+  interpolation per label; batchgeneratorsv2 uses trilinear interpolation for both (nnU-Net v2
+  does so for every trainer). Its low-resolution simulation upsamples with trilinear instead of
+  v1's cubic interpolation.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 from batchgeneratorsv2.helpers.scalar_type import RandomScalar
@@ -59,19 +91,63 @@ from batchgeneratorsv2.transforms.utils.random import RandomTransform
 from batchgeneratorsv2.transforms.utils.remove_label import RemoveLabelTansform
 from batchgeneratorsv2.transforms.utils.seg_to_regions import ConvertSegmentationToRegionsTransform
 
-__all__ = ["DA3", "da3_training_transforms"]
+__all__ = ["DA3", "V1ElasticMagnitude", "da3_training_transforms"]
 
-#: DA3 settings that differ from nnU-Net v2's defaults (spec §2.6).
+#: v1 DA3's settings (nnunet 1.7.1, see the module table). ``*_range`` values sampled "v1 style"
+#: (half of the draws below 1, half above, like v1's ``augment_contrast``/``augment_gamma``/
+#: ``augment_spatial_2`` scaling) are wrapped in ``BGContrast``; plain tuples are uniform.
 DA3 = MappingProxyType({
+    # SpatialTransform_2
+    "p_elastic_deform": 0.3,
+    "elastic_deform_scale": (0.0, 0.25),   # v1 eldef_deformation_scale, fraction of the patch
     "p_rotation": 0.3,
     "p_scaling": 0.3,
     "scaling": (0.65, 1.6),
     "p_synchronize_scaling_across_axes": 0.7,  # v1: independent per axis with p 0.3
-    "p_elastic_deform": 0.3,
-    "additive_brightness_sigma": 0.2,
+    # intensity transforms, in v1's order
+    "p_noise": 0.15,
+    "noise_variance": (0.0, 0.1),
+    "p_blur": 0.2,
+    "blur_sigma": (0.5, 1.5),
+    "blur_p_per_channel": 0.5,
+    "p_multiplicative_brightness": 0.15,
+    "multiplicative_brightness": (0.7, 1.3),
+    "p_contrast": 0.15,
+    "contrast": (0.65, 1.5),
+    "p_low_resolution": 0.25,
+    "low_resolution_scale": (0.5, 1.0),
+    "low_resolution_p_per_channel": 0.5,
+    "p_inverted_gamma": 0.15,
     "p_additive_brightness": 0.3,
+    "additive_brightness_mu": 0.0,
+    "additive_brightness_sigma": 0.2,
+    "p_gamma": 0.3,
     "gamma": (0.5, 1.6),
 })
+
+
+class V1ElasticMagnitude:
+    """v1's elastic displacement magnitude, in voxels: ``U(sigma / 8, sigma / 2)``.
+
+    ``sigma = deformation_scale * patch_size[dim]`` is the smoothing width of the deformation
+    field (batchgenerators 0.25 ``augment_spatial_2``). batchgeneratorsv2's ``SpatialTransform``
+    calls this with ``patch_size``, ``dim`` and ``deformation_scale``. A class rather than a
+    lambda, so the pipeline pickles into nnU-Net's augmentation worker processes.
+
+    Examples
+    --------
+    >>> magnitude = V1ElasticMagnitude()
+    >>> 2.0 <= magnitude(patch_size=(64, 64, 64), dim=0, deformation_scale=0.25) <= 8.0
+    True
+    """
+
+    def __call__(self, *args: Any, patch_size: Sequence[int], dim: int,
+                 deformation_scale: float, **kwargs: Any) -> float:
+        sigma = float(deformation_scale) * float(patch_size[dim])
+        return float(np.random.uniform(sigma / 8.0, sigma / 2.0))
+
+    def __repr__(self) -> str:
+        return "V1ElasticMagnitude(U(sigma/8, sigma/2))"
 
 
 def da3_training_transforms(
@@ -108,10 +184,13 @@ def da3_training_transforms(
             patch_center_dist_from_border=0,
             random_crop=False,
             p_elastic_deform=DA3["p_elastic_deform"],
+            elastic_deform_scale=DA3["elastic_deform_scale"],
+            elastic_deform_magnitude=V1ElasticMagnitude(),
+            p_synchronize_def_scale_across_axes=1,  # v1: one scale per sample
             p_rotation=DA3["p_rotation"],
             rotation=rotation_for_DA,
             p_scaling=DA3["p_scaling"],
-            scaling=DA3["scaling"],
+            scaling=BGContrast(DA3["scaling"]),
             p_synchronize_scaling_across_axes=DA3["p_synchronize_scaling_across_axes"],
             bg_style_seg_sampling=False,
             border_mode_seg="constant",
@@ -122,51 +201,60 @@ def da3_training_transforms(
         transforms.append(Convert2DTo3DTransform())
 
     transforms.append(RandomTransform(
-        GaussianNoiseTransform(noise_variance=(0, 0.1), p_per_channel=1, synchronize_channels=True),
-        apply_probability=0.1,
+        GaussianNoiseTransform(noise_variance=DA3["noise_variance"], p_per_channel=1,
+                               synchronize_channels=True),
+        apply_probability=DA3["p_noise"],
     ))
     transforms.append(RandomTransform(
         GaussianBlurTransform(
-            blur_sigma=(0.5, 1.0), synchronize_channels=False, synchronize_axes=False,
-            p_per_channel=0.5, benchmark=True,
+            blur_sigma=DA3["blur_sigma"], synchronize_channels=False, synchronize_axes=True,
+            p_per_channel=DA3["blur_p_per_channel"], benchmark=True,
         ),
-        apply_probability=0.2,
+        apply_probability=DA3["p_blur"],
     ))
     transforms.append(RandomTransform(
         MultiplicativeBrightnessTransform(
-            multiplier_range=BGContrast((0.75, 1.25)), synchronize_channels=False, p_per_channel=1
+            multiplier_range=DA3["multiplicative_brightness"], synchronize_channels=False,
+            p_per_channel=1,
         ),
-        apply_probability=0.15,
+        apply_probability=DA3["p_multiplicative_brightness"],
+    ))
+    transforms.append(RandomTransform(
+        ContrastTransform(
+            contrast_range=BGContrast(DA3["contrast"]), preserve_range=True,
+            synchronize_channels=False, p_per_channel=1,
+        ),
+        apply_probability=DA3["p_contrast"],
+    ))
+    transforms.append(RandomTransform(
+        SimulateLowResolutionTransform(
+            scale=DA3["low_resolution_scale"], synchronize_channels=False,
+            synchronize_axes=True, ignore_axes=ignore_axes, allowed_channels=None,
+            p_per_channel=DA3["low_resolution_p_per_channel"],
+        ),
+        apply_probability=DA3["p_low_resolution"],
+    ))
+    transforms.append(RandomTransform(
+        GammaTransform(
+            gamma=BGContrast(DA3["gamma"]), p_invert_image=1,
+            synchronize_channels=False, p_per_channel=1, p_retain_stats=1,
+        ),
+        apply_probability=DA3["p_inverted_gamma"],
     ))
     transforms.append(RandomTransform(
         BrightnessAdditiveTransform(
-            mu=0.0, sigma=DA3["additive_brightness_sigma"], synchronize_channels=False,
-            p_per_channel=1,
+            mu=DA3["additive_brightness_mu"], sigma=DA3["additive_brightness_sigma"],
+            synchronize_channels=False, p_per_channel=1,
         ),
         apply_probability=DA3["p_additive_brightness"],
     ))
     transforms.append(RandomTransform(
-        ContrastTransform(
-            contrast_range=BGContrast((0.75, 1.25)), preserve_range=True,
-            synchronize_channels=False, p_per_channel=1,
+        GammaTransform(
+            gamma=BGContrast(DA3["gamma"]), p_invert_image=0,
+            synchronize_channels=False, p_per_channel=1, p_retain_stats=1,
         ),
-        apply_probability=0.15,
+        apply_probability=DA3["p_gamma"],
     ))
-    transforms.append(RandomTransform(
-        SimulateLowResolutionTransform(
-            scale=(0.5, 1), synchronize_channels=False, synchronize_axes=True,
-            ignore_axes=ignore_axes, allowed_channels=None, p_per_channel=0.5,
-        ),
-        apply_probability=0.25,
-    ))
-    for p_invert, probability in ((1, 0.1), (0, 0.3)):
-        transforms.append(RandomTransform(
-            GammaTransform(
-                gamma=BGContrast(DA3["gamma"]), p_invert_image=p_invert,
-                synchronize_channels=False, p_per_channel=1, p_retain_stats=1,
-            ),
-            apply_probability=probability,
-        ))
     if mirror_axes is not None and len(mirror_axes) > 0:
         transforms.append(MirrorTransform(allowed_axes=mirror_axes))
 

@@ -31,7 +31,6 @@ imported only by the functions that need them.
 
 from __future__ import annotations
 
-import json
 import re
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -43,9 +42,13 @@ from stroke_lesion_app.core.fileio import atomic_path
 from stroke_lesion_app.training import nnunet_pipeline
 from stroke_lesion_app.training.package import MemberSource, member_identity, package_members
 from stroke_lesion_app.training.splits import (
+    case_id,
+    dataset_cases,
     fold_balance,
     install_splits,
     lesion_volumes,
+    load_splits,
+    map_splits,
     size_balanced_folds,
     write_splits,
 )
@@ -175,9 +178,12 @@ def prepare_training(dataset_id: int, folders: Mapping[str, Path], *,
     num_processes : int
         Processes of the preprocessing.
     splits_file : path, optional
-        ``splits_final.json`` to copy into the preprocessed dataset folder
-        (:func:`~stroke_lesion_app.training.splits.install_splits`); without it nnU-Net makes
-        a random 5-fold split.
+        ``splits_final.json`` (``split``) or the paper's nnU-Net v1 ``splits_final.pkl``, to
+        install in the preprocessed dataset folder
+        (:func:`~stroke_lesion_app.training.splits.install_splits`); its case identifiers are
+        mapped onto the dataset's (the paper's ATLAS file stems become ``convert atlas``'s
+        ``sub-*_ses-*``) and each must be a case of the dataset, which is checked before
+        anything is planned. Without it nnU-Net makes a random 5-fold split.
 
     Returns
     -------
@@ -187,17 +193,22 @@ def prepare_training(dataset_id: int, folders: Mapping[str, Path], *,
     Raises
     ------
     ValueError
-        No such dataset, or a plan preset nnU-Net's plan does not fit.
+        No such dataset, a plan preset nnU-Net's plan does not fit, or a split that is
+        unreadable or names a case the dataset lacks.
     FileExistsError
         Another split is installed and models were trained on it.
     """
     source = find_raw_dataset(folders["nnUNet_raw"], dataset_id)
+    if splits_file is not None:  # refuse a wrong split before the long preprocessing
+        map_splits(load_splits(splits_file), dataset_cases(source), source=splits_file,
+                   dataset=source)
     nnunet_pipeline.plan_and_preprocess(dataset_id, plan_preset=plan_preset,
                                         num_processes=num_processes)
     if splits_file is not None:
         install_splits(splits_file,
                        Path(folders["nnUNet_preprocessed"]) / source.name / "splits_final.json",
-                       trained_dir=Path(folders["nnUNet_results"]) / source.name)
+                       trained_dir=Path(folders["nnUNet_results"]) / source.name,
+                       dataset_dir=source)
     return source
 
 
@@ -219,8 +230,10 @@ def select_images(images_dir: Path | str, *, split_file: Path | str | None = Non
                   fold: int | None = None) -> list[Path]:
     """The images to segment: every ``*.nii.gz`` then ``*.nii`` of ``images_dir``, sorted.
 
-    With ``split_file`` (a ``splits_final.json``) and ``fold``, only the validation cases of
-    that fold (by :func:`case_name`).
+    With ``split_file`` (a ``splits_final.json`` or the paper's ``splits_final.pkl``,
+    :func:`~stroke_lesion_app.training.splits.load_splits`) and ``fold``, only the validation
+    cases of that fold (by :func:`case_name`; the paper's ATLAS file stems match ``convert
+    atlas``'s case identifiers, :func:`~stroke_lesion_app.training.splits.case_id`).
 
     Raises
     ------
@@ -230,11 +243,11 @@ def select_images(images_dir: Path | str, *, split_file: Path | str | None = Non
     images_dir = Path(images_dir)
     images = sorted(images_dir.glob("*.nii.gz")) + sorted(images_dir.glob("*.nii"))
     if split_file is not None:
-        splits = json.loads(Path(split_file).read_text())
+        splits = load_splits(split_file)
         if fold >= len(splits):
             raise ValueError(f"{split_file} has {len(splits)} folds; --fold {fold} is out of "
                              "range.")
-        wanted = set(splits[fold]["val"])
+        wanted = {name for case in splits[fold]["val"] for name in (case, case_id(case))}
         images = [image for image in images if case_name(image) in wanted]
     if not images:
         raise ValueError(f"no .nii/.nii.gz images to segment in {images_dir}.")
@@ -392,6 +405,7 @@ def evaluation_outputs(out_dir: Path | str, names: Sequence[str], *,
 def evaluate_schemes(folders: Mapping[str, Sequence[Path]], truth_dir: Path | str,
                      out_dir: Path | str, *, connectivity: int = 6,
                      small_lesion_threshold: float = 1000,
+                     small_lesion_rule: str = "components",
                      overwrite: bool = False) -> dict[str, Any]:
     """Score every scheme's predictions and write tables and the Dice-vs-volume figure.
 
@@ -406,36 +420,60 @@ def evaluate_schemes(folders: Mapping[str, Sequence[Path]], truth_dir: Path | st
     connectivity : {6, 18, 26}
         Neighbourhood of lesion components.
     small_lesion_threshold : float
-        Cases with ``0 <`` truth volume ``<`` this (voxels) form the small-lesion subset.
+        Small-lesion subset threshold in voxels.
+    small_lesion_rule : {"components", "total"}
+        Which subjects form the small-lesion subset
+        (:func:`~stroke_lesion_app.training.evaluate.small_lesion_mask`): ``"components"``
+        (every truth lesion component under the threshold; the paper's text) or ``"total"``
+        (total truth lesion volume under it). The summaries and the comparison name the rule
+        (``small_rule``), and each ``<scheme>_cases.tsv`` marks the subset (``small_subset``).
     overwrite : bool
         Replace existing files.
 
     Returns
     -------
     dict of str to pandas.DataFrame
-        Scheme → per-case metrics (also written as ``<scheme>_cases.tsv``).
+        Scheme → per-case metrics with the ``small_subset`` column (also written as
+        ``<scheme>_cases.tsv``).
+
+    Raises
+    ------
+    ValueError
+        An unknown rule (checked first), or what
+        :func:`~stroke_lesion_app.training.evaluate.evaluate_folder` refuses.
     """
     from stroke_lesion_app.training.evaluate import (
         compare_schemes,
         evaluate_folder,
         plot_dice_vs_volume,
+        small_lesion_mask,
         summarise,
         write_table,
     )
+    from stroke_lesion_app.training.evaluate import (
+        small_lesion_rule as describe_rule,
+    )
 
+    describe_rule(small_lesion_rule)  # an unknown rule fails before any file is read
     out_dir = Path(out_dir)
     frames = {name: evaluate_folder(dirs, truth_dir, connectivity=connectivity)
               for name, dirs in folders.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, frame in frames.items():
+        frame["small_subset"] = small_lesion_mask(frame, small_lesion_threshold,
+                                                  small_lesion_rule)
         with atomic_path(out_dir / f"{name}_cases.tsv") as tmp:
             frame.to_csv(tmp, sep="\t", index=True, na_rep="n/a")
-        write_table(summarise(frame, small_lesion_threshold),
+        write_table(summarise(frame, small_lesion_threshold, small_lesion_rule),
                     out_dir / f"{name}_summary.tsv", overwrite=overwrite)
+    # the total-volume threshold is a line on the volume axis; the components rule is not
     plot_dice_vs_volume(frames, out_dir / "dice_vs_volume.png",
-                        small_lesion_threshold=small_lesion_threshold, overwrite=overwrite)
+                        small_lesion_threshold=(small_lesion_threshold
+                                                if small_lesion_rule == "total" else None),
+                        overwrite=overwrite)
     if len(frames) > 1:
-        write_table(compare_schemes(frames, small_lesion_threshold=small_lesion_threshold),
+        write_table(compare_schemes(frames, small_lesion_threshold=small_lesion_threshold,
+                                    rule=small_lesion_rule),
                     out_dir / "comparison.tsv", overwrite=overwrite)
     return frames
 
@@ -493,7 +531,9 @@ def selftrain_inputs(dataset_id: int, work_dir: Path | str, *,
         Default: the source's name + ``SelfTrain``.
     splits_file : path, optional
         Default: the split ``train`` used,
-        ``work_dir/nnUNet_preprocessed/<source>/splits_final.json``.
+        ``work_dir/nnUNet_preprocessed/<source>/splits_final.json``. The paper's
+        ``splits_final.pkl`` is accepted too; its identifiers are mapped onto the source's
+        cases (:func:`~stroke_lesion_app.training.splits.map_splits`).
     unlabelled_dir : path, optional
         Default: the source's ``imagesTs``.
     folds : sequence of str
@@ -502,8 +542,8 @@ def selftrain_inputs(dataset_id: int, work_dir: Path | str, *,
     Raises
     ------
     ValueError
-        No source dataset, no split file, a malformed split or ``--fold``, or a fold the split
-        lacks.
+        No source dataset, no split file, a malformed split or ``--fold``, a split case the
+        source lacks, or a fold the split lacks.
     """
     work_dir = Path(work_dir)
     raw_dir = Path(raw_dir) if raw_dir is not None else work_dir / "nnUNet_raw"
@@ -516,15 +556,13 @@ def selftrain_inputs(dataset_id: int, work_dir: Path | str, *,
                          "(the validation folds must stay those of the first round).")
     unlabelled_dir = Path(unlabelled_dir) if unlabelled_dir is not None else (
         source / "imagesTs")
+    splits = map_splits(load_splits(splits_file), dataset_cases(source), source=splits_file,
+                        dataset=source)
     try:
-        splits = json.loads(splits_file.read_text())
         fold_list = [fold if fold == "all" else int(fold) for fold in folds]
     except ValueError as error:
         reason = " ".join(str(error).split())
-        raise ValueError(f"{splits_file} or --fold is malformed ({reason}).") from None
-    if not isinstance(splits, list) or not splits:
-        raise ValueError(f"{splits_file} is not a list of folds; pass nnU-Net's "
-                         "splits_final.json.")
+        raise ValueError(f"--fold is malformed ({reason}); pass integers or 'all'.") from None
     bad = [fold for fold in fold_list if fold != "all" and not 0 <= fold < len(splits)]
     if bad:
         raise ValueError(f"--fold {bad[0]}: {splits_file} has folds 0-{len(splits) - 1}.")

@@ -166,7 +166,10 @@ def convert_atlas(atlas_root: Path | str, out_raw_dir: Path | str, *,
     its mask is the ``*_space-MNI152NLin2009aSym_label-L_desc-T1lesion_mask.nii.gz`` beside it.
     Cases with a mask go to ``imagesTr``/``labelsTr``, the others (ATLAS's test images) to
     ``imagesTs``. Images are copied byte for byte, masks binarised (:func:`binarise_mask`) and
-    written as uint8 with the image's affine (they must share its grid).
+    written as uint8 with the image's affine (they must share its grid). A case is named
+    ``sub-<label>_ses-<label>`` (``sub-r001s004_ses-1``); the paper's ``splits_final.pkl`` names
+    the same case by its file stem (``sub-r001s004_ses-1_space-MNI152NLin2009aSym_T1w``), which
+    :func:`stroke_lesion_app.training.splits.case_id` maps back (``train --splits`` does).
 
     Parameters
     ----------

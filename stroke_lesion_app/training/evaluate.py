@@ -54,11 +54,16 @@ cases, as the paper's ``torch.std_mean``. The paper computed them per fold folde
 validation folders to :func:`evaluate_folder` to pool the cross-validation instead.
 
 The **small-lesion subset** (spec §2.11) is not defined in the paper's published code (its
-``gather_small.py`` is missing). We use: subjects whose **total** truth lesion volume is below
-``small_lesion_threshold`` voxels (1000 by default, the lower edge of the paper's largest
-``count_volume.py`` bin), excluding subjects with no truth lesion at all. The alternative
-reading ("every component < 1000 voxels") is not implemented. With ATLAS's 1 mm isotropic grid,
-1000 voxels are 1 mL.
+``gather_small.py`` is missing). The paper's text selects the 138 subjects "that only have
+lesions with volumes under 1000 voxels", so the default rule (``"components"``,
+:data:`SMALL_LESION_RULE`) takes the subjects whose **every** truth lesion component (connected
+component, at the evaluation's connectivity) is smaller than ``small_lesion_threshold`` voxels
+(1000 by default). The other reading, ``"total"``, takes the subjects whose **total** truth
+lesion volume is below the threshold (its methods section says "lesion volumes under 1,000
+voxels"); a "total" subject is always a "components" subject, not the other way round. Both
+rules leave out subjects without any truth lesion. Every summary names the rule it used
+(:func:`small_lesion_rule`; ``small_rule`` column, Markdown caption), and the per-case table
+holds ``truth_largest_lesion_voxels``. With ATLAS's 1 mm isotropic grid, 1000 voxels are 1 mL.
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import nibabel as nib
@@ -80,6 +86,8 @@ from stroke_lesion_app.core.fileio import atomic_path
 __all__ = [
     "CONNECTIVITIES",
     "SIZE_BINS",
+    "SMALL_LESION_RULE",
+    "SMALL_LESION_RULES",
     "SMALL_LESION_THRESHOLD",
     "VolumeDifference",
     "compare_schemes",
@@ -92,6 +100,7 @@ __all__ = [
     "precision",
     "recall",
     "small_lesion_mask",
+    "small_lesion_rule",
     "summarise",
     "volume_difference",
     "write_table",
@@ -109,8 +118,18 @@ SIZE_BINS = (
 )
 
 
-#: Default small-lesion threshold: total truth lesion volume in voxels (spec §2.11).
+#: Default small-lesion threshold in voxels (spec §2.11; the paper's "under 1000 voxels").
 SMALL_LESION_THRESHOLD = 1000
+
+#: Rules of the small-lesion subset (:func:`small_lesion_mask`): name → the per-case column it
+#: compares with the threshold.
+SMALL_LESION_RULES = MappingProxyType({
+    "components": "truth_largest_lesion_voxels",
+    "total": "truth_volume_voxels",
+})
+
+#: Default rule: every truth lesion component under the threshold (the paper's text).
+SMALL_LESION_RULE = "components"
 
 #: Largest accepted difference between prediction and truth affines, in mm.
 AFFINE_TOLERANCE_MM = 1e-3
@@ -119,7 +138,7 @@ AFFINE_TOLERANCE_MM = 1e-3
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 
 _BIN_EDGES = np.array([low for _, low, _ in SIZE_BINS[1:]])
-_NON_METRICS = ("connectivity",)
+_NON_METRICS = ("connectivity", "small_subset")
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,7 +277,8 @@ def lesion_wise_scores(pred: np.ndarray, truth: np.ndarray,
     Returns
     -------
     dict
-        ``connectivity``; ``n_truth`` and ``n_pred`` (component counts); ``tp``, ``fn`` (truth
+        ``connectivity``; ``n_truth`` and ``n_pred`` (component counts); ``truth_largest``
+        (voxels of the largest truth component, 0 without one); ``tp``, ``fn`` (truth
         components touched / missed by the prediction), ``fp``, ``tp_pred`` (predicted
         components missing / touching the truth); ``f1``, ``precision``, ``recall`` (each 1.0
         when its denominator is 0); and ``bins``: the same counts and scores per size bin
@@ -296,7 +316,8 @@ def lesion_wise_scores(pred: np.ndarray, truth: np.ndarray,
                 "recall": _ratio(tp, tp + fn)}
 
     scores: dict[str, Any] = {"connectivity": int(connectivity), "n_truth": int(n_truth),
-                              "n_pred": int(n_pred)}
+                              "n_pred": int(n_pred),
+                              "truth_largest": int(truth_sizes.max()) if n_truth else 0}
     scores.update(counts(np.ones(n_truth, bool), np.ones(n_pred, bool)))
     scores["bins"] = {label: counts(truth_bin == index, pred_bin == index)
                       for index, (label, _, _) in enumerate(SIZE_BINS)}
@@ -326,7 +347,8 @@ def evaluate_case(pred_path: Path | str, truth_path: Path | str, *,
         differences, lesion-wise F1/precision/recall overall and per size bin, and the
         ``lesion_tp/fn/fp/tp_pred`` counts overall and per bin), plus ``truth_volume_voxels``,
         ``pred_volume_voxels``, ``truth_volume_ml``, ``pred_volume_ml``, ``truth_lesions``,
-        ``pred_lesions`` and ``connectivity``. Volumes in mL use the truth header's voxel size.
+        ``pred_lesions``, ``truth_largest_lesion_voxels`` (the largest truth component; 0
+        without a lesion) and ``connectivity``. Volumes in mL use the truth header's voxel size.
 
     Raises
     ------
@@ -365,6 +387,7 @@ def evaluate_case(pred_path: Path | str, truth_path: Path | str, *,
         "pred_volume_ml": pred_voxels * voxel_ml,
         "truth_lesions": lesions["n_truth"],
         "pred_lesions": lesions["n_pred"],
+        "truth_largest_lesion_voxels": lesions["truth_largest"],
         "connectivity": lesions["connectivity"],
     })
     return row
@@ -429,32 +452,67 @@ def evaluate_folder(pred_dir: Path | str | Sequence[Path | str], truth_dir: Path
 # --------------------------------------------------------------------------------------------
 # Summaries, tables and the Dice-vs-volume figure
 # --------------------------------------------------------------------------------------------
+def small_lesion_rule(rule: str = SMALL_LESION_RULE,
+                      small_lesion_threshold: float = SMALL_LESION_THRESHOLD,
+                      connectivity: int | None = None) -> str:
+    """A one-line description of a small-lesion subset rule, as the outputs state it.
+
+    Examples
+    --------
+    >>> small_lesion_rule("components", 1000, 6)
+    'components: subjects whose every truth lesion component (6-connected) is under 1000 voxels'
+    >>> small_lesion_rule("total", 1000)
+    'total: subjects whose total truth lesion volume is under 1000 voxels'
+    """
+    _check_rule(rule)
+    if rule == "total":
+        return (f"total: subjects whose total truth lesion volume is under "
+                f"{small_lesion_threshold:g} voxels")
+    neighbourhood = "" if connectivity is None else f" ({int(connectivity)}-connected)"
+    return (f"components: subjects whose every truth lesion component{neighbourhood} is under "
+            f"{small_lesion_threshold:g} voxels")
+
+
 def small_lesion_mask(frame: pd.DataFrame,
-                      small_lesion_threshold: float = SMALL_LESION_THRESHOLD) -> pd.Series:
-    """Which cases form the small-lesion subset (spec §2.11, our definition).
+                      small_lesion_threshold: float = SMALL_LESION_THRESHOLD,
+                      rule: str = SMALL_LESION_RULE) -> pd.Series:
+    """Which cases form the small-lesion subset (spec §2.11).
 
     Parameters
     ----------
     frame : pandas.DataFrame
-        Per-case metrics with a ``truth_volume_voxels`` column (:func:`evaluate_folder`).
+        Per-case metrics (:func:`evaluate_folder`) with the column of ``rule``
+        (:data:`SMALL_LESION_RULES`).
     small_lesion_threshold : float
-        Upper bound (exclusive) of the total truth lesion volume, in voxels.
+        Upper bound (exclusive), in voxels.
+    rule : {"components", "total"}
+        ``"components"`` (default, the paper's text): every truth lesion component is under
+        the threshold (``0 < truth_largest_lesion_voxels < threshold``); ``"total"``: the
+        total truth lesion volume is (``0 < truth_volume_voxels < threshold``).
 
     Returns
     -------
     pandas.Series of bool
-        True where ``0 < truth_volume_voxels < small_lesion_threshold``. Subjects without any
-        truth lesion are not in the subset. The paper's exact definition is not published.
+        True for the subjects in the subset. Subjects without any truth lesion never are.
+
+    Raises
+    ------
+    ValueError
+        An unknown rule, or a table without the rule's column.
     """
-    if "truth_volume_voxels" not in frame.columns:
-        raise ValueError("the metrics table has no 'truth_volume_voxels' column; build it with "
-                         "evaluate_folder().")
-    volume = frame["truth_volume_voxels"]
-    return (volume > 0) & (volume < small_lesion_threshold)
+    _check_rule(rule)
+    column = SMALL_LESION_RULES[rule]
+    if column not in frame.columns:
+        raise ValueError(f"the metrics table has no {column!r} column, which the {rule!r} "
+                         "small-lesion rule needs; build it with evaluate_folder() (or use the "
+                         "other rule).")
+    size = frame[column]
+    return (size > 0) & (size < small_lesion_threshold)
 
 
 def summarise(frame: pd.DataFrame,
-              small_lesion_threshold: float = SMALL_LESION_THRESHOLD) -> pd.DataFrame:
+              small_lesion_threshold: float = SMALL_LESION_THRESHOLD,
+              rule: str = SMALL_LESION_RULE) -> pd.DataFrame:
     """Mean and unbiased standard deviation of every metric, overall and on small lesions.
 
     Parameters
@@ -462,21 +520,24 @@ def summarise(frame: pd.DataFrame,
     frame : pandas.DataFrame
         Per-case metrics (:func:`evaluate_folder`), one row per case.
     small_lesion_threshold : float
-        Total truth lesion volume (voxels) below which a subject is in the small-lesion subset
-        (:func:`small_lesion_mask`).
+        Small-lesion threshold in voxels (:func:`small_lesion_mask`).
+    rule : {"components", "total"}
+        Small-lesion subset rule (:func:`small_lesion_mask`).
 
     Returns
     -------
     pandas.DataFrame
         Index ``metric`` (every numeric column but ``connectivity``); columns ``all_mean``,
-        ``all_std``, ``all_n``, ``small_mean``, ``small_std``, ``small_n``. ``std`` uses
-        ``ddof=1`` (the paper's ``torch.std_mean``) and is NaN for fewer than two cases.
+        ``all_std``, ``all_n``, ``small_mean``, ``small_std``, ``small_n`` and ``small_rule``
+        (:func:`small_lesion_rule`, the same on every row). ``std`` uses ``ddof=1`` (the
+        paper's ``torch.std_mean``) and is NaN for fewer than two cases.
     """
-    small = small_lesion_mask(frame, small_lesion_threshold)
+    small = small_lesion_mask(frame, small_lesion_threshold, rule)
+    description = small_lesion_rule(rule, small_lesion_threshold, _connectivity(frame))
     metrics = [column for column in frame.select_dtypes("number").columns
                if column not in _NON_METRICS]
-    LOGGER.info("Small-lesion subset: %d of %d subjects with 0 < truth volume < %g voxels",
-                int(small.sum()), len(frame), small_lesion_threshold)
+    LOGGER.info("Small-lesion subset: %d of %d subjects (%s)", int(small.sum()), len(frame),
+                description)
     columns = {}
     for subset, rows in (("all", frame), ("small", frame[small])):
         values = rows[metrics].astype(float)
@@ -484,12 +545,14 @@ def summarise(frame: pd.DataFrame,
         columns[f"{subset}_std"] = values.std(ddof=1)
         columns[f"{subset}_n"] = values.count()
     summary = pd.DataFrame(columns, index=metrics)
+    summary["small_rule"] = description
     summary.index.name = "metric"
     return summary
 
 
 def compare_schemes(frames: Mapping[str, pd.DataFrame], *,
                     small_lesion_threshold: float = SMALL_LESION_THRESHOLD,
+                    rule: str = SMALL_LESION_RULE,
                     metrics: Sequence[str] = ("dice", "lesion_f1")) -> pd.DataFrame:
     """A Table-1-style comparison: one row per training scheme.
 
@@ -499,6 +562,8 @@ def compare_schemes(frames: Mapping[str, pd.DataFrame], *,
         Scheme name → per-case metrics (:func:`evaluate_folder`), in row order.
     small_lesion_threshold : float
         Small-lesion subset threshold in voxels (:func:`small_lesion_mask`).
+    rule : {"components", "total"}
+        Small-lesion subset rule (:func:`small_lesion_mask`).
     metrics : sequence of str
         Metric columns to report (default: Dice and lesion-wise F1, as Table 1).
 
@@ -506,8 +571,8 @@ def compare_schemes(frames: Mapping[str, pd.DataFrame], *,
     -------
     pandas.DataFrame
         Index ``scheme``; columns ``n_all``, ``<metric>_all_mean``, ``<metric>_all_std`` for each
-        metric, then the same for ``small``. :func:`write_table` prints each mean/std pair as
-        ``mean ± std``.
+        metric, then the same for ``small``, and ``small_rule`` (:func:`small_lesion_rule`).
+        :func:`write_table` prints each mean/std pair as ``mean ± std``.
     """
     if not frames:
         raise ValueError("no scheme to compare; pass {scheme name: per-case metrics table}.")
@@ -522,13 +587,14 @@ def compare_schemes(frames: Mapping[str, pd.DataFrame], *,
         if missing:
             raise ValueError(f"scheme {name!r} has no column(s) {missing}; build its table with "
                              "evaluate_folder().")
-        summary = summarise(frame, small_lesion_threshold)
-        row: dict[str, float] = {}
+        summary = summarise(frame, small_lesion_threshold, rule)
+        row: dict[str, Any] = {}
         for subset in ("all", "small"):
             row[f"n_{subset}"] = int(summary.loc[metrics[0], f"{subset}_n"])
             for metric in metrics:
                 row[f"{metric}_{subset}_mean"] = summary.loc[metric, f"{subset}_mean"]
                 row[f"{metric}_{subset}_std"] = summary.loc[metric, f"{subset}_std"]
+        row["small_rule"] = summary["small_rule"].iloc[0]
         rows[name] = row
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "scheme"
@@ -543,7 +609,8 @@ def write_table(frame: pd.DataFrame, path: Path | str, *, decimals: int = 3,
     ----------
     frame : pandas.DataFrame
         Any table; each pair of columns ``<name>_mean`` / ``<name>_std`` becomes one Markdown
-        column ``<name>`` reading ``mean ± std``.
+        column ``<name>`` reading ``mean ± std``, and a text column with one value on every row
+        (e.g. ``small_rule``) becomes a line ``<name>: <value>`` below the Markdown table.
     path : path
         Output name; its suffix is replaced by ``.tsv`` and ``.md``.
     decimals : int
@@ -646,6 +713,20 @@ def plot_dice_vs_volume(frames: Mapping[str, pd.DataFrame], path: Path | str, *,
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
+def _check_rule(rule: str) -> None:
+    if rule not in SMALL_LESION_RULES:
+        raise ValueError(f"small-lesion rule {rule!r} is unknown; use one of "
+                         f"{', '.join(SMALL_LESION_RULES)}.")
+
+
+def _connectivity(frame: pd.DataFrame) -> int | None:
+    """The one connectivity of a per-case table, or None (no column, or several values)."""
+    if "connectivity" not in frame.columns:
+        return None
+    values = frame["connectivity"].dropna().unique()
+    return int(values[0]) if len(values) == 1 else None
+
+
 def _masks(pred, truth, spatial: bool = False) -> tuple[np.ndarray, np.ndarray]:
     pred, truth = np.asarray(pred) != 0, np.asarray(truth) != 0
     if pred.shape != truth.shape:
@@ -718,6 +799,10 @@ def _markdown(frame: pd.DataFrame, decimals: int) -> str:
             return "n/a" if not np.isfinite(value) else f"{value:.{decimals}f}"
         return str(value).replace("|", "\\|")
 
+    captions = [f"{column}: {frame[column].iloc[0]}" for column in frame.columns
+                if len(frame) and frame[column].map(type).eq(str).all()
+                and frame[column].nunique() == 1]
+    frame = frame.drop(columns=[caption.split(": ", 1)[0] for caption in captions])
     columns = [str(column) for column in frame.columns]
     values = {str(column): frame[column].tolist() for column in frame.columns}  # keeps int types
     merged = {column[: -len("_mean")] for column in columns
@@ -739,6 +824,8 @@ def _markdown(frame: pd.DataFrame, decimals: int) -> str:
              "|" + "|".join([" --- "] + [" ---: "] * (len(header) - 1)) + "|"]
     for row, index in enumerate(frame.index):
         lines.append("| " + " | ".join([cell(index)] + [column[row] for column in cells]) + " |")
+    if captions:
+        lines += ["", *captions]
     return "\n".join(lines) + "\n"
 
 

@@ -5,10 +5,13 @@ Used by the ``build_network_architecture`` static methods in
 The plan's architecture entry is copied, never edited in place.
 
 * the plan's own backbone (``PlainConvUNet`` or ``ResidualEncoderUNet``) with or without MSCSA;
-* the v1 "Res U-Net" backbone of the paper (``docs/mscsa-spec.md`` §1.8, §2.6): nnU-Net v2's
-  ``ResidualEncoderUNet`` with (1, 2, 3, 4, 4, 4) residual blocks per encoder stage (truncated
-  or extended with 4 to the plan's number of stages) and one conv per decoder stage, every other
-  setting (stages, features, kernels, strides, norm, nonlinearity) taken from the plan.
+* the v1 "Res U-Net" backbone of the paper (``docs/mscsa-spec.md`` §1.8, §2.6): our port of
+  nnU-Net v1's ``FabiansUNet`` (``stroke_lesion_app.nets.residual_unet_v1``, with or without
+  MSCSA) with (1, 2, 3, 4, 4, 4) residual blocks per encoder stage (truncated or extended with 4
+  to the plan's number of stages), one conv per decoder stage and the seed's bias layout (biases
+  on the 3×3 convs, none on the segmentation heads); stages, features, kernels, strides, norm and
+  nonlinearity come from the plan. At the paper's 128³ plan this is exactly the seed's network:
+  72,137,888 parameters, 112,861,728 with MSCSA (28 heads).
 """
 
 from __future__ import annotations
@@ -34,13 +37,18 @@ RESUNET_BLOCKS_PER_STAGE = (1, 2, 3, 4, 4, 4)
 
 _DNA = "dynamic_network_architectures.architectures.unet"
 _OURS = "stroke_lesion_app.nets.unet_mscsa"
-_PLAIN, _RESIDUAL = "PlainConvUNet", "ResidualEncoderUNet"
+_V1 = "stroke_lesion_app.nets.residual_unet_v1"
+_PLAIN, _RESIDUAL, _FABIANS = "PlainConvUNet", "ResidualEncoderUNet", "FabiansUNet"
 _CLASS_PATHS = {
     (_PLAIN, False): f"{_DNA}.PlainConvUNet",
     (_RESIDUAL, False): f"{_DNA}.ResidualEncoderUNet",
     (_PLAIN, True): f"{_OURS}.PlainConvUNetMSCSA",
     (_RESIDUAL, True): f"{_OURS}.ResidualEncoderUNetMSCSA",
+    (_FABIANS, False): f"{_V1}.FabiansUNet",
+    (_FABIANS, True): f"{_V1}.FabiansUNetMSCSA",
 }
+#: keys of v2 plans that ``FabiansUNet`` does not take (plain-only and residual-only options)
+_NOT_FABIANS = ("n_conv_per_stage", "nonlin_first", "block", "bottleneck_channels", "stem_channels")
 
 
 def blocks_per_stage(n_stages: int, pattern=RESUNET_BLOCKS_PER_STAGE) -> list[int]:
@@ -66,16 +74,16 @@ def blocks_per_stage(n_stages: int, pattern=RESUNET_BLOCKS_PER_STAGE) -> list[in
 
 def _backbone(class_name: str) -> str:
     short = class_name.rsplit(".", 1)[-1].removesuffix("MSCSA")
-    if short not in (_PLAIN, _RESIDUAL):
+    if short not in (_PLAIN, _RESIDUAL, _FABIANS):
         raise ValueError(
-            f"Unsupported network class {class_name!r} in the plans: only PlainConvUNet and "
-            "ResidualEncoderUNet plans can be used with the stroke trainers."
+            f"Unsupported network class {class_name!r} in the plans: only PlainConvUNet, "
+            "ResidualEncoderUNet and FabiansUNet plans can be used with the stroke trainers."
         )
     return short
 
 
 def residual_encoder_kwargs(arch_kwargs: dict[str, Any], class_name: str) -> dict[str, Any]:
-    """Turn a plan's U-Net kwargs into ``ResidualEncoderUNet`` kwargs for the v1 Res U-Net.
+    """Turn a plan's U-Net kwargs into ``FabiansUNet`` kwargs for the v1 Res U-Net.
 
     Parameters
     ----------
@@ -88,15 +96,23 @@ def residual_encoder_kwargs(arch_kwargs: dict[str, Any], class_name: str) -> dic
     -------
     dict
         A new dict: ``n_blocks_per_stage`` from :func:`blocks_per_stage`, one conv per decoder
-        stage, no plain-only keys (``n_conv_per_stage``, ``nonlin_first``).
+        stage, the seed's bias layout (``conv_bias=True``, ``seg_bias=False``, whatever the
+        plan says), no keys ``FabiansUNet`` does not take (``n_conv_per_stage``,
+        ``nonlin_first``, ``block``, ``bottleneck_channels``, ``stem_channels``). A plan
+        written for ``FabiansUNet`` itself (e.g. for an imported v1 checkpoint) is kept as it
+        is: its blocks and its bias layout (``conv_bias``, ``seg_bias``, default False) win.
     """
     kwargs = deepcopy(arch_kwargs)
-    if _backbone(class_name) == _PLAIN:
-        kwargs.pop("n_conv_per_stage", None)
-        kwargs.pop("nonlin_first", None)
+    if _backbone(class_name) == _FABIANS:
+        kwargs.setdefault("seg_bias", False)
+        return kwargs
+    for key in _NOT_FABIANS:
+        kwargs.pop(key, None)
     n_stages = int(kwargs["n_stages"])
     kwargs["n_blocks_per_stage"] = blocks_per_stage(n_stages)
     kwargs["n_conv_per_stage_decoder"] = [1] * (n_stages - 1)
+    kwargs["conv_bias"] = True
+    kwargs["seg_bias"] = False
     return kwargs
 
 
@@ -120,7 +136,8 @@ def build_network(
     enable_deep_supervision : bool
         Return one output per decoder stage.
     residual_encoder : bool
-        Replace the plan's backbone by the v1 Res U-Net (:func:`residual_encoder_kwargs`).
+        Replace the plan's backbone by the v1 Res U-Net, our ``FabiansUNet`` port
+        (:func:`residual_encoder_kwargs`).
     mscsa_num_heads : int or None
         Add the MSCSA module with this many heads (published: 16 plain, 28 residual);
         ``None`` builds the backbone alone.
@@ -129,7 +146,10 @@ def build_network(
     -------
     torch.nn.Module
         The network, initialised by nnU-Net's ``get_network_from_plans`` (He init for the
-        backbone, published init for MSCSA).
+        backbone, v1's ``InitWeights_He(1e-2)`` for the Res U-Net, published init for MSCSA).
+        With deep supervision it returns ``n_stages - 1`` logits, full resolution first, which
+        matches the trainer's ``_get_deep_supervision_scales`` (one scale per plan stride but
+        the last).
     """
     class_name = configuration_manager.network_arch_class_name
     arch_kwargs = deepcopy(configuration_manager.network_arch_init_kwargs)
@@ -137,7 +157,7 @@ def build_network(
     backbone = _backbone(class_name)
     if residual_encoder:
         arch_kwargs = residual_encoder_kwargs(arch_kwargs, class_name)
-        backbone = _RESIDUAL
+        backbone = _FABIANS
     for key in [k for k in arch_kwargs if k.startswith("mscsa_")]:
         arch_kwargs.pop(key)
     if mscsa_num_heads is not None:

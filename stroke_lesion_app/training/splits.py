@@ -12,8 +12,16 @@ rank:
 
 Each validation fold therefore holds exactly one case of every full block: the folds have
 near-equal sizes (they differ by at most one case) and near-equal volume distributions, and the
-same ``seed`` always gives the same split. To reproduce the paper exactly, convert its published
-pickle instead.
+same ``seed`` always gives the same split. To reproduce the paper exactly, use its published
+``splits_final.pkl`` instead: :func:`load_splits` reads it (and JSON), :func:`map_splits` maps its
+case identifiers onto a dataset's, and :func:`install_splits` does both and writes the result
+where nnU-Net v2 reads it.
+
+Case identifiers. ``stroke-lesion-model convert atlas`` names a case ``sub-<label>_ses-<label>``
+(:func:`stroke_lesion_app.training.convert.convert_atlas`), e.g. ``sub-r001s004_ses-1``. The
+paper's pickle (nnU-Net v1, ``convert.py`` of the paper) uses the ATLAS v2.0 file stems, e.g.
+``sub-r001s004_ses-1_space-MNI152NLin2009aSym_T1w``. :func:`case_id` reduces such a stem to its
+``sub``/``ses`` entities; identifiers of any other form are kept as they are.
 
 nnU-Net v2 reads ``<nnUNet_preprocessed>/<dataset>/splits_final.json``: a list with one
 ``{"train": [...], "val": [...]}`` per fold, of case identifiers (file names without
@@ -22,23 +30,29 @@ nnU-Net v2 reads ``<nnUNet_preprocessed>/<dataset>/splits_final.json``: a list w
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
-import shutil
-from collections.abc import Mapping, Sequence
+import pickle
+import re
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from stroke_lesion_app.core.fileio import atomic_path, write_text_atomic
+from stroke_lesion_app.core.fileio import write_bytes_atomic, write_text_atomic
 
 __all__ = [
+    "case_id",
     "check_splits",
+    "dataset_cases",
     "fold_balance",
     "install_splits",
     "lesion_volumes",
+    "load_splits",
+    "map_splits",
     "size_balanced_folds",
     "write_splits",
 ]
@@ -47,6 +61,26 @@ LOGGER = logging.getLogger(__name__)
 
 #: One fold of nnU-Net's ``splits_final.json``.
 Fold = dict[str, list[str]]
+
+#: Prefix of pseudo-labelled cases in a self-training dataset (as
+#: :data:`stroke_lesion_app.training.selftrain.PSEUDO_PREFIX`; repeated here so that this module
+#: does not import the self-training one).
+PSEUDO_PREFIX = "pseudo_"
+
+#: A BIDS-style file stem: ``sub-<label>[_<key>-<value>]...[_<suffix>]``.
+_BIDS_STEM = re.compile(r"sub-[A-Za-z0-9]+(?:_[A-Za-z0-9]+-[A-Za-z0-9]+)*(?:_[A-Za-z0-9]+)?")
+
+#: The only globals an nnU-Net v1 ``splits_final.pkl`` needs (a list of ``OrderedDict`` of numpy
+#: string arrays); :func:`load_splits` refuses any other, so a pickle cannot run code.
+_PICKLE_GLOBALS = frozenset({
+    ("collections", "OrderedDict"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"),
+})
 
 
 def size_balanced_folds(volumes: Mapping[str, float], n_folds: int = 5,
@@ -209,20 +243,184 @@ def write_splits(splits: Sequence[Mapping[str, Sequence[str]]], path: Path | str
     return path
 
 
+def case_id(identifier: str) -> str:
+    """The ``convert`` case identifier of a split entry (the paper's ATLAS stems reduced).
+
+    A BIDS-style stem with more than the ``sub`` and ``ses`` entities, or with a suffix (the
+    paper's ``sub-r001s004_ses-1_space-MNI152NLin2009aSym_T1w``), becomes
+    ``sub-<label>[_ses-<label>]``, the identifier ``stroke-lesion-model convert atlas`` gives
+    that image. A trailing ``.nii.gz``/``.nii`` and nnU-Net's ``_0000`` channel suffix are
+    dropped first. Anything else (``sub-01_ses-1``, ``pseudo_...``, ``case_7``) is returned
+    unchanged.
+
+    Examples
+    --------
+    >>> case_id("sub-r001s004_ses-1_space-MNI152NLin2009aSym_T1w")
+    'sub-r001s004_ses-1'
+    >>> case_id("sub-r001s004_ses-1"), case_id("case_7"), case_id("sub-02_T1w_0000.nii.gz")
+    ('sub-r001s004_ses-1', 'case_7', 'sub-02')
+    """
+    stem = re.sub(r"(_0000)?\.nii(\.gz)?$", "", identifier)
+    if not _BIDS_STEM.fullmatch(stem):
+        return identifier
+    parts = stem.split("_")
+    kept = [parts[0]] + [part for part in parts[1:2] if part.startswith("ses-")]
+    return "_".join(kept)
+
+
+def load_splits(path: Path | str) -> list[Fold]:
+    """Read a split file: nnU-Net v2's ``splits_final.json`` or v1's ``splits_final.pkl``.
+
+    The format is recognised from the content (a pickle starts with its protocol byte). A
+    pickle is read with a restricted unpickler that accepts only what nnU-Net v1 writes (a list
+    of ``OrderedDict`` of numpy string arrays), so an untrusted file cannot run code. Case
+    identifiers are returned as they are in the file (see :func:`map_splits`).
+
+    Parameters
+    ----------
+    path : path
+        The split file.
+
+    Returns
+    -------
+    list of dict
+        One ``{"train": [...], "val": [...]}`` per fold (lists of str).
+
+    Raises
+    ------
+    ValueError
+        Missing or unreadable file, or not a list of ``{"train", "val"}`` folds.
+    """
+    path = Path(path)
+    fix = "pass nnU-Net's splits_final.json or the paper's splits_final.pkl"
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise ValueError(f"split file {path} is unreadable ({error.strerror or error}); "
+                         f"{fix}.") from None
+    try:
+        if raw[:1] == b"\x80":
+            data = _SplitUnpickler(io.BytesIO(raw)).load()
+        else:
+            data = json.loads(raw.decode("utf-8"))
+    except pickle.UnpicklingError as error:
+        raise ValueError(f"split file {path}: {error}; {fix}.") from None
+    except Exception as error:  # noqa: BLE001 - JSON, UTF-8 and pickle raise many types
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise ValueError(f"split file {path} is neither JSON nor a pickle ({reason}); "
+                         f"{fix}.") from None
+    splits = _as_folds(data)
+    if splits is None:
+        raise ValueError(f"split file {path} is not a list of folds ({{'train': [...], "
+                         f"'val': [...]}} each); {fix}.")
+    try:
+        check_splits(splits)
+    except ValueError as error:
+        raise ValueError(f"split file {path}: {error}") from None
+    return splits
+
+
+def dataset_cases(dataset_dir: Path | str) -> set[str]:
+    """The training case identifiers of an nnU-Net raw dataset: its ``labelsTr`` file names.
+
+    Raises
+    ------
+    ValueError
+        ``dataset_dir/labelsTr`` is missing or holds no ``.nii.gz``/``.nii`` file.
+    """
+    labels = Path(dataset_dir) / "labelsTr"
+    cases = {re.sub(r"\.nii(\.gz)?$", "", path.name) for path in
+             (labels.iterdir() if labels.is_dir() else ())
+             if re.search(r"\.nii(\.gz)?$", path.name) and not path.name.startswith(".")}
+    if not cases:
+        raise ValueError(f"{labels} holds no .nii/.nii.gz label; pass an nnU-Net raw dataset "
+                         "(stroke-lesion-model convert).")
+    return cases
+
+
+def map_splits(splits: Sequence[Mapping[str, Sequence[str]]], cases: Collection[str], *,
+               source: Path | str = "the split", dataset: Path | str = "the dataset"
+               ) -> list[Fold]:
+    """Map every case identifier of ``splits`` onto ``cases``; refuse if any is missing.
+
+    An identifier is kept when it is a case already; otherwise its :func:`case_id` is used, or
+    (for the paper's self-training split ``splits_final_2.pkl``, whose extra cases are the
+    ATLAS test images) :data:`PSEUDO_PREFIX` + its :func:`case_id`, whichever is a case.
+
+    Parameters
+    ----------
+    splits : sequence of mapping
+        Folds as :func:`load_splits` returns them.
+    cases : collection of str
+        The dataset's case identifiers (:func:`dataset_cases`).
+    source, dataset : path or str
+        Named in the error message.
+
+    Returns
+    -------
+    list of dict
+        The folds with the dataset's identifiers (order kept).
+
+    Raises
+    ------
+    ValueError
+        An identifier maps to no case (the message names the first three and the fix), or two
+        identifiers map to one case.
+
+    Examples
+    --------
+    >>> map_splits([{"train": ["sub-a_ses-1_space-MNI152NLin2009aSym_T1w"],
+    ...              "val": ["sub-b_ses-1_space-MNI152NLin2009aSym_T1w"]}],
+    ...            {"sub-a_ses-1", "sub-b_ses-1"})
+    [{'train': ['sub-a_ses-1'], 'val': ['sub-b_ses-1']}]
+    """
+    cases = set(cases)
+    missing: set[str] = set()
+
+    def mapped(identifier: str) -> str:
+        for candidate in (identifier, case_id(identifier), PSEUDO_PREFIX + case_id(identifier)):
+            if candidate in cases:
+                return candidate
+        missing.add(identifier)
+        return identifier
+
+    result = [{key: [mapped(case) for case in fold[key]] for key in ("train", "val")}
+              for fold in splits]
+    if missing:
+        total = len({case for fold in splits for key in ("train", "val") for case in fold[key]})
+        example = min(cases) if cases else "none"
+        raise ValueError(
+            f"{source}: {len(missing)} of its {total} case IDs are not in {dataset} "
+            f"(first: {', '.join(sorted(missing)[:3])}; the dataset has e.g. {example}); "
+            "convert the same data the split was made for (stroke-lesion-model convert atlas) "
+            "or make a split of this dataset (stroke-lesion-model split).")
+    try:
+        check_splits(result)
+    except ValueError as error:
+        raise ValueError(f"{source}, mapped onto {dataset}: {error}") from None
+    return result
+
+
 def install_splits(splits_file: Path | str, target: Path | str, *,
-                   trained_dir: Path | str | None = None) -> Path:
-    """Copy ``splits_file`` to ``target``, where nnU-Net reads it, unless a training used another.
+                   trained_dir: Path | str | None = None,
+                   dataset_dir: Path | str | None = None) -> Path:
+    """Install ``splits_file`` as ``target``, where nnU-Net reads it, unless a training used another.
 
     Parameters
     ----------
     splits_file : path
-        A ``splits_final.json`` (e.g. written by :func:`write_splits`).
+        A ``splits_final.json`` (e.g. written by :func:`write_splits`) or the paper's nnU-Net v1
+        ``splits_final.pkl`` (:func:`load_splits`).
     target : path
         ``<nnUNet_preprocessed>/<dataset>/splits_final.json``; replaced atomically (unless it
-        is ``splits_file`` itself).
+        is ``splits_file`` itself). A JSON file whose identifiers need no mapping is copied
+        byte for byte; anything else is written as nnU-Net v2 JSON (:func:`write_splits`).
     trained_dir : path, optional
         ``<nnUNet_results>/<dataset>``: while it holds a trained fold (``*/fold_*``), a
-        ``target`` with other content is not replaced.
+        ``target`` with other folds is not replaced.
+    dataset_dir : path, optional
+        The raw dataset ``Dataset<NNN>_<Name>``: every identifier is mapped onto its
+        ``labelsTr`` cases and must be one (:func:`map_splits`).
 
     Returns
     -------
@@ -231,18 +429,32 @@ def install_splits(splits_file: Path | str, target: Path | str, *,
 
     Raises
     ------
+    ValueError
+        An unreadable split, or (with ``dataset_dir``) an identifier that is not a case.
     FileExistsError
-        ``target`` differs from ``splits_file`` and models were trained on it.
+        ``target`` holds other folds and models were trained on it.
     """
     splits_file, target = Path(splits_file), Path(target)
-    if (target.is_file() and target.read_bytes() != splits_file.read_bytes()
-            and trained_dir is not None and any(Path(trained_dir).glob("*/fold_*"))):
-        raise FileExistsError(f"{target} differs from {splits_file} and models were already "
-                              "trained on it; use a new WORK_DIR.")
-    if not (target.is_file() and target.samefile(splits_file)):
-        with atomic_path(target) as tmp:
-            shutil.copyfile(splits_file, tmp)
-        LOGGER.info("Installed %s as %s", splits_file, target)
+    if target.is_file() and target.samefile(splits_file):
+        return target
+    splits = load_splits(splits_file)
+    if dataset_dir is not None:
+        splits = map_splits(splits, dataset_cases(dataset_dir), source=splits_file,
+                            dataset=dataset_dir)
+    if target.is_file() and trained_dir is not None and any(Path(trained_dir).glob("*/fold_*")):
+        try:
+            installed = load_splits(target)
+        except ValueError:
+            installed = None
+        if installed != splits:
+            raise FileExistsError(f"{target} differs from {splits_file} and models were "
+                                  "already trained on it; use a new WORK_DIR.")
+    raw = splits_file.read_bytes()
+    if raw[:1] != b"\x80" and splits == json.loads(raw.decode("utf-8")):
+        write_bytes_atomic(target, raw)
+    else:
+        write_splits(splits, target, overwrite=True)
+    LOGGER.info("Installed %s as %s", splits_file, target)
     return target
 
 
@@ -277,6 +489,37 @@ def lesion_volumes(labels_dir: Path | str, *, threshold: float = 0.5) -> dict[st
         raise ValueError(f"labels folder {labels_dir} holds no .nii/.nii.gz file; pass the "
                          "labelsTr folder.")
     return volumes
+
+
+def _as_folds(data) -> list[Fold] | None:
+    """``data`` as a list of ``{"train": [...], "val": [...]}`` (numpy arrays → lists); None if
+    it has another shape."""
+    if not isinstance(data, list) or not data:
+        return None
+    splits = []
+    for fold in data:
+        if not isinstance(fold, Mapping) or set(fold) != {"train", "val"}:
+            return None
+        converted = {}
+        for key in ("train", "val"):
+            values = fold[key]
+            if isinstance(values, np.ndarray):
+                values = values.tolist()
+            if not isinstance(values, (list, tuple)):
+                return None
+            converted[key] = list(values)
+        splits.append(converted)
+    return splits
+
+
+class _SplitUnpickler(pickle.Unpickler):
+    """Unpickler that only builds what an nnU-Net v1 split holds (:data:`_PICKLE_GLOBALS`)."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"holds {module}.{name}, which an nnU-Net split file never does (refused)")
+        return super().find_class(module, name)
 
 
 def _check_volumes(volumes: Mapping[str, float]) -> None:

@@ -21,6 +21,7 @@ from stroke_lesion_app.training.evaluate import (
     precision,
     recall,
     small_lesion_mask,
+    small_lesion_rule,
     summarise,
     volume_difference,
     write_table,
@@ -217,6 +218,7 @@ def test_evaluate_folder(pairs):
     assert frame["truth_volume_ml"].tolist() == pytest.approx([0.016, 0.002, 0.032])
     assert frame["volume_difference_ml"].tolist() == pytest.approx([0.0, 0.002, 0.016])
     assert frame["connectivity"].unique().tolist() == [6]
+    assert frame["truth_largest_lesion_voxels"].tolist() == [8, 1, 16]
     for column in ("precision_voxel", "recall_voxel", "lesion_count_difference",
                    "lesion_recall_lt100", "lesion_tp_ge10000", "pred_lesions"):
         assert column in frame.columns
@@ -258,10 +260,50 @@ def test_evaluate_errors_name_both_files(pairs, tmp_path):
 # --------------------------------------------------------------------------------------------
 # Summaries, tables, figure
 # --------------------------------------------------------------------------------------------
-def _frame(dice_values, f1_values, volumes):
+def _frame(dice_values, f1_values, volumes, largest=None):
+    """Per-case metrics; ``largest`` (largest truth component) defaults to the volume (one
+    lesion per subject)."""
     return pd.DataFrame({"dice": dice_values, "lesion_f1": f1_values,
-                         "truth_volume_voxels": volumes, "connectivity": 6},
+                         "truth_volume_voxels": volumes,
+                         "truth_largest_lesion_voxels": volumes if largest is None else largest,
+                         "connectivity": 6},
                         index=pd.Index([f"c{i}" for i in range(len(volumes))], name="case"))
+
+
+def test_small_lesion_rules_differ(tmp_path):
+    """Every component < 1000 (default, the paper's text) vs total volume < 1000."""
+    truth = _empty((30, 30, 30))
+    truth[0:9, 0:10, 0:10] = True   # 900 voxels
+    truth[20:29, 0:10, 0:10] = True  # another 900, not touching: total 1800
+    path = _save(tmp_path / "two_lesions.nii.gz", truth)
+    row = evaluate_case(path, path)
+    assert (row["truth_volume_voxels"], row["truth_largest_lesion_voxels"]) == (1800, 900)
+    # c0: two 900-voxel lesions; c1: one 1200; c2: one 600; c3: none
+    frame = _frame([0.1, 0.5, 0.9, 1.0], [0.2, 0.6, 1.0, 1.0], [1800, 1200, 600, 0],
+                   largest=[900, 1200, 600, 0])
+    assert small_lesion_mask(frame).tolist() == [True, False, True, False]
+    assert small_lesion_mask(frame, rule="components").tolist() == [True, False, True, False]
+    assert small_lesion_mask(frame, rule="total").tolist() == [False, False, True, False]
+    assert small_lesion_mask(frame, 1300, rule="total").tolist() == [False, True, True, False]
+    by_components, by_total = summarise(frame), summarise(frame, rule="total")
+    assert by_components.loc["dice", "small_n"] == 2
+    assert by_components.loc["dice", "small_mean"] == pytest.approx(0.5)
+    assert by_total.loc["dice", "small_n"] == 1 and by_total.loc["dice", "small_mean"] == 0.9
+    assert set(by_components["small_rule"]) == {(
+        "components: subjects whose every truth lesion component (6-connected) is under 1000 "
+        "voxels")}
+    assert set(by_total["small_rule"]) == {
+        "total: subjects whose total truth lesion volume is under 1000 voxels"}
+    assert small_lesion_rule("total", 500) == (
+        "total: subjects whose total truth lesion volume is under 500 voxels")
+    with pytest.raises(ValueError, match="rule 'largest' is unknown; use one of components, "
+                                         "total"):
+        small_lesion_mask(frame, rule="largest")
+    with pytest.raises(ValueError, match="no 'truth_largest_lesion_voxels' column, which the "
+                                         "'components' small-lesion rule needs"):
+        small_lesion_mask(frame.drop(columns="truth_largest_lesion_voxels"))
+    assert small_lesion_mask(frame.drop(columns="truth_largest_lesion_voxels"),
+                             rule="total").sum() == 1
 
 
 def test_summarise_small_lesion_subset():
@@ -279,7 +321,7 @@ def test_summarise_small_lesion_subset():
     assert summary.loc["dice", "small_n"] == 2
     assert summarise(frame, small_lesion_threshold=1001).loc["dice", "small_n"] == 3
     with pytest.raises(ValueError, match="truth_volume_voxels"):
-        summarise(frame.drop(columns="truth_volume_voxels"))
+        summarise(frame.drop(columns="truth_volume_voxels"), rule="total")
 
 
 def test_compare_schemes_and_write_table(tmp_path):
@@ -304,6 +346,11 @@ def test_compare_schemes_and_write_table(tmp_path):
                         "lesion_f1_small |")
     assert lines[2] == ("| Default | 3 | 0.700 ± 0.200 | 0.800 ± 0.200 | 1 | 0.500 ± n/a | "
                         "0.600 ± n/a |")
+    assert lines[-1] == ("small_rule: components: subjects whose every truth lesion component "
+                         "(6-connected) is under 1000 voxels")
+    assert table["small_rule"].tolist() == [lines[-1].split(": ", 1)[1]] * 2
+    assert compare_schemes(frames, rule="total").loc["Default", "small_rule"].startswith(
+        "total: ")
     with pytest.raises(FileExistsError):
         write_table(table, tmp_path / "table1")
     write_table(table, tmp_path / "table1", overwrite=True)

@@ -170,6 +170,47 @@ def test_convert_atlas(tmp_path):
     assert set(np.unique(soft)) == {0, 1}
 
 
+def test_train_takes_the_papers_split_of_a_converted_atlas(tmp_path, monkeypatch):
+    """README "paper's exact folds": convert atlas, then train --splits splits_final.pkl."""
+    import pickle
+    from collections import OrderedDict
+
+    from stroke_lesion_app.training import nnunet_pipeline
+
+    planned = []
+    monkeypatch.setattr(nnunet_pipeline, "plan_and_preprocess",
+                        lambda dataset_id, **kwargs: planned.append(dataset_id))
+    assert _run("convert", "atlas", _atlas_tree(tmp_path / "ATLAS_2"), tmp_path / "raw",
+                "--dataset-id", 501).exit_code == 0
+    stems = [f"sub-r001s00{index}_ses-1_space-{SPACE}_T1w" for index in (1, 2)]
+    paper = tmp_path / "splits_final.pkl"  # as the paper publishes it (nnU-Net v1 pickle)
+    paper.write_bytes(pickle.dumps([
+        OrderedDict(train=np.array(stems[1:]), val=np.array(stems[:1])),
+        OrderedDict(train=np.array(stems[:1]), val=np.array(stems[1:]))]))
+    train = ("train", 501, tmp_path / "work", "--raw", tmp_path / "raw", "--scheme", "default",
+             "--device", "cpu", "--preprocess-only", "--splits", paper)
+    result = _run(*train)
+    assert result.exit_code == 0, result.output
+    installed = (tmp_path / "work" / "nnUNet_preprocessed" / "Dataset501_StrokeLesion"
+                 / "splits_final.json")
+    assert json.loads(installed.read_text()) == [
+        {"train": ["sub-r001s002_ses-1"], "val": ["sub-r001s001_ses-1"]},
+        {"train": ["sub-r001s001_ses-1"], "val": ["sub-r001s002_ses-1"]}]
+
+    # the test image is not a training case: refused, one line, before planning
+    paper.write_bytes(pickle.dumps([OrderedDict(
+        train=np.array(stems), val=np.array([f"sub-r001s003_ses-1_space-{SPACE}_T1w"]))]))
+    result = _run(*train)
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].startswith("stroke-lesion-model: error: "), errors
+    for needle in (f"{paper}: 1 of its 3 case IDs are not in",
+                   f"first: sub-r001s003_ses-1_space-{SPACE}_T1w;",
+                   "stroke-lesion-model convert atlas"):
+        assert needle in errors[0], (needle, errors[0])
+    assert planned == [501]
+
+
 def test_convert_atlas_resampled(tmp_path):
     atlas = _atlas_tree(tmp_path / "ATLAS_2")
     summary = convert_atlas(atlas, tmp_path / "raw", dataset_id=510, name="Coarse",
@@ -323,8 +364,10 @@ def test_evaluate_compares_schemes(converted, predictions, tmp_path):
     threshold = max(volumes.values())  # the smaller case is "small", the larger is not
     result = _run("evaluate", "--truth", converted / "labelsTr", "--out", out,
                   "--scheme", f"perfect={perfect}", "--scheme", f"empty={empty}",
-                  "--small-lesion-threshold", threshold)
+                  "--small-lesion-threshold", threshold, "--small-lesion-rule", "total")
     assert result.exit_code == 0, result.output
+    assert (f"small-lesion subset rule total: subjects whose total truth lesion volume is under "
+            f"{threshold} voxels") in result.output
     assert (out / "comparison.tsv").is_file() and (out / "comparison.md").is_file()
     empty_cases = pd.read_csv(out / "empty_cases.tsv", sep="\t", index_col="case")
     lesioned = [case for case, volume in volumes.items() if volume > 0]
@@ -336,6 +379,29 @@ def test_evaluate_compares_schemes(converted, predictions, tmp_path):
     assert table.loc["perfect", "dice_all_mean"] == 1.0
     assert table.loc["empty", "dice_all_mean"] == 0.0
     assert table.loc["perfect", "n_small"] == 1 and table.loc["perfect", "n_all"] == 2
+    assert table.loc["perfect", "small_rule"].startswith("total: ")
+
+    # default rule: every lesion component (6-connected) under the threshold
+    from scipy import ndimage
+
+    largest = {}
+    for case in volumes:
+        labels, count = ndimage.label(_data(converted / "labelsTr" / f"{case}.nii.gz") > 0)
+        largest[case] = int(np.bincount(labels.ravel())[1:].max()) if count else 0
+    result = _run("evaluate", "--truth", converted / "labelsTr", "--out", out,
+                  "--scheme", f"perfect={perfect}", "--scheme", f"empty={empty}",
+                  "--small-lesion-threshold", threshold, "--force")
+    assert result.exit_code == 0, result.output
+    assert "small-lesion subset rule components: subjects whose every truth lesion component " \
+           f"(6-connected) is under {threshold} voxels" in result.output
+    expected = {case: 0 < largest[case] < threshold for case in volumes}
+    cases = pd.read_csv(out / "perfect_cases.tsv", sep="\t", index_col="case")
+    assert cases["truth_largest_lesion_voxels"].to_dict() == largest
+    assert cases["small_subset"].to_dict() == expected
+    table = pd.read_csv(out / "comparison.tsv", sep="\t", index_col="scheme")
+    assert table.loc["perfect", "n_small"] == sum(expected.values())
+    assert (out / "perfect_summary.md").read_text().splitlines()[-1].startswith(
+        "small_rule: components: subjects whose every truth lesion component (6-connected)")
 
 
 def test_evaluate_bad_inputs(converted, predictions, tmp_path):

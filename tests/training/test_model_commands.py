@@ -8,6 +8,8 @@ trains, predicts with a network or runs nnU-Net.
 from __future__ import annotations
 
 import json
+import pickle
+from collections import OrderedDict
 from typing import ClassVar
 
 import nibabel as nib
@@ -155,6 +157,29 @@ def test_prepare_training(source, tmp_path, monkeypatch):
     assert len(planned) == 1  # nothing planned for a missing dataset
 
 
+def test_prepare_training_maps_the_papers_pickle(source, tmp_path, monkeypatch):
+    planned = []
+    monkeypatch.setattr(nnunet_pipeline, "plan_and_preprocess",
+                        lambda dataset_id, **kwargs: planned.append(dataset_id))
+    folders = {"nnUNet_raw": source.parent, "nnUNet_preprocessed": tmp_path / "pre",
+               "nnUNet_results": tmp_path / "res"}
+    stem = "_space-MNI152NLin2009aSym_T1w"  # nnU-Net v1 pickle, ATLAS file stems (the paper's)
+    paper = [OrderedDict(train=np.array([case + stem for case in fold["train"]]),
+                         val=np.array([case + stem for case in fold["val"]])) for fold in SPLITS]
+    pkl = tmp_path / "splits_final.pkl"
+    pkl.write_bytes(pickle.dumps(paper))
+    commands.prepare_training(601, folders, splits_file=pkl)
+    installed = tmp_path / "pre" / "Dataset601_Src" / "splits_final.json"
+    assert json.loads(installed.read_text()) == SPLITS and planned == [601]
+
+    paper[1]["val"] = np.array(["sub-09" + stem])  # not a case of Dataset601_Src
+    pkl.write_bytes(pickle.dumps(paper))
+    with pytest.raises(ValueError, match=f"{pkl}: 1 of its 4 case IDs are not in "
+                                         f"{source} \\(first: sub-09{stem};"):
+        commands.prepare_training(601, folders, splits_file=pkl)
+    assert planned == [601]  # refused before planning
+
+
 # --------------------------------------------------------------------------------------------
 # ensemble
 # --------------------------------------------------------------------------------------------
@@ -173,6 +198,13 @@ def test_select_images(source, tmp_path):
     split.write_text(json.dumps(SPLITS))
     assert [p.name for p in commands.select_images(images, split_file=split, fold=1)] == [
         "sub-02_0000.nii.gz"]
+    paper = tmp_path / "splits_final.pkl"  # the paper's: nnU-Net v1 pickle of ATLAS file stems
+    paper.write_bytes(pickle.dumps([OrderedDict(
+        train=np.array([f"{case}_space-MNI152NLin2009aSym_T1w" for case in fold["train"]]),
+        val=np.array([f"{case}_space-MNI152NLin2009aSym_T1w" for case in fold["val"]]))
+        for fold in SPLITS]))
+    assert [p.name for p in commands.select_images(images, split_file=paper, fold=2)] == [
+        "sub-03_0000.nii.gz"]
     with pytest.raises(ValueError, match="has 3 folds; --fold 3 is out of range"):
         commands.select_images(images, split_file=split, fold=3)
     with pytest.raises(ValueError, match="no .nii/.nii.gz images to segment"):
@@ -333,8 +365,9 @@ def test_selftrain_inputs_defaults(source, tmp_path):
 
 
 @pytest.mark.parametrize(("content", "folds", "match"), [
-    ("{not json", (), "or --fold is malformed"),
-    (SPLITS, ("x",), "or --fold is malformed \\(invalid literal"),
+    ("{not json", (), "is neither JSON nor a pickle"),
+    (SPLITS, ("x",), "--fold is malformed \\(invalid literal"),
+    ([{"train": ["sub-01"], "val": ["sub-04"]}], (), "1 of its 2 case IDs are not in"),
     ({"train": []}, (), "is not a list of folds"),
     ([], (), "is not a list of folds"),
     (SPLITS, ("1", "3"), "--fold 3: .* has folds 0-2"),

@@ -103,8 +103,8 @@ EXPECTED = {
     "StrokeTrainerDefaultMSCSA": ("PlainConvUNetMSCSA", 16),
     "StrokeTrainerDTK10": ("PlainConvUNet", None),
     "StrokeTrainerDTK10MSCSA": ("PlainConvUNetMSCSA", 16),
-    "StrokeTrainerResUNet": ("ResidualEncoderUNet", None),
-    "StrokeTrainerResUNetMSCSA": ("ResidualEncoderUNetMSCSA", 28),
+    "StrokeTrainerResUNet": ("FabiansUNet", None),
+    "StrokeTrainerResUNetMSCSA": ("FabiansUNetMSCSA", 28),
 }
 
 
@@ -191,8 +191,8 @@ def test_build_network_architecture(name):
             assert not hasattr(net, "mscsa")
         else:
             assert net.mscsa.block.csa1.num_heads == heads
-        if backbone.startswith("Residual"):
-            assert [len(stage.blocks) for stage in net.encoder.stages] == [1, 2, 3, 4]
+        if backbone.startswith("Fabians"):  # v1 FabiansUNet port (nets/residual_unet_v1.py)
+            assert [len(stage.convs) for stage in net.encoder.stages] == [1, 2, 3, 4]
             assert [len(s.convs) for s in net.decoder.stages] == [1, 1, 1]
         with torch.no_grad():
             out = net(x)
@@ -203,6 +203,52 @@ def test_build_network_architecture(name):
         else:
             assert out.shape == (2, 2, *PATCH)
     assert plans == pristine  # the plans were not edited
+
+
+def atlas_plans() -> dict:
+    """The paper's 128³ ATLAS ``3d_fullres`` plan as nnU-Net v2 writes it (6 stages, 32…320)."""
+    plans = tiny_plans()
+    config = plans["configurations"]["3d_fullres"]
+    config["patch_size"] = [128, 128, 128]
+    config["architecture"]["arch_kwargs"].update(
+        n_stages=6, features_per_stage=[32, 64, 128, 256, 320, 320],
+        kernel_sizes=[[3, 3, 3]] * 6, strides=[[1, 1, 1]] + [[2, 2, 2]] * 5,
+        n_conv_per_stage=[2] * 6, n_conv_per_stage_decoder=[2] * 5,
+    )
+    return plans
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("StrokeTrainerResUNet", 72_137_888), ("StrokeTrainerResUNetMSCSA", 112_861_728)],
+)
+def test_resunet_trainers_match_the_seed_network_at_the_atlas_plan(name, expected):
+    """Exact parameter counts of the seed's v1 FabiansUNet(_MSCSA) (tests/data/nnunet_v1/...)."""
+    plans_manager = PlansManager(atlas_plans())
+    configuration = plans_manager.get_configuration("3d_fullres")
+    cls = getattr(stroke_lesion_trainers, name)
+    with torch.device("meta"):  # a parameter count only, no memory
+        net = cls.build_network_architecture(plans_manager, configuration, 1, 2, True)
+    assert sum(p.numel() for p in net.parameters()) == expected
+    assert net.encoder.initial_conv.bias is not None  # the seed's bias layout
+    assert net.decoder.segmentation_output.bias is None
+
+
+def test_resunet_deep_supervision_matches_the_trainer_scales(tmp_path, monkeypatch):
+    """One output per deep-supervision scale of nnU-Net v2's trainer, highest resolution first."""
+    trainer = make_trainer("StrokeTrainerResUNet", tmp_path, monkeypatch)
+    scales = trainer._get_deep_supervision_scales()
+    net = trainer.build_network_architecture(
+        trainer.plans_manager, trainer.configuration_manager, 1, 2, True
+    ).eval()
+    with torch.no_grad():
+        outputs = net(torch.randn(1, 1, *PATCH))
+    assert len(outputs) == len(scales)
+    for output, scale in zip(outputs, scales):
+        assert list(output.shape[2:]) == [round(p * s) for p, s in zip(PATCH, scale)]
+    loss = trainer._build_loss()  # deep-supervision wrapper: one weight per output
+    target = [torch.randint(0, 2, (1, 1, *o.shape[2:])) for o in outputs]
+    assert torch.isfinite(loss(outputs, target))
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,7 +288,7 @@ def test_resunet_trainer_uses_da3(tmp_path, monkeypatch):
     transforms = pipeline.transforms
     spatial = next(t for t in transforms if isinstance(t, SpatialTransform))
     assert (spatial.p_rotation, spatial.p_scaling, spatial.p_elastic_deform) == (0.3, 0.3, 0.3)
-    assert tuple(spatial.scaling) == (0.65, 1.6)
+    assert spatial.scaling.contrast_range == (0.65, 1.6)  # v1's sampling (BGContrast)
     brightness = [getattr(t, "transform", None) for t in transforms]
     additive = [t for t in brightness if isinstance(t, BrightnessAdditiveTransform)]
     assert len(additive) == 1 and additive[0].sigma == 0.2
@@ -279,7 +325,7 @@ def test_predictor_restores_mscsa_network(tmp_path, clean_env):
     predictor = nnUNetPredictor(device=torch.device("cpu"), allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(str(tmp_path), use_folds=(0,))
     restored = predictor.network.eval()
-    assert type(restored).__name__ == "ResidualEncoderUNetMSCSA"
+    assert type(restored).__name__ == "FabiansUNetMSCSA"
     assert restored.decoder.deep_supervision is False
 
     trained.eval().decoder.deep_supervision = False

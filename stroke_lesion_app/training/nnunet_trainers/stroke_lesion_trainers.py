@@ -13,9 +13,9 @@ StrokeTrainerDefault           nothing (Dice + CE, 1000 epochs, SGD 0.01 / 0.99 
 StrokeTrainerDefaultMSCSA      + MSCSA add-on, 16 heads
 StrokeTrainerDTK10             Dice + top-10 % CE (nnU-Net's TopK machinery), 800 epochs
 StrokeTrainerDTK10MSCSA        + MSCSA add-on, 16 heads
-StrokeTrainerResUNet           v1 Res U-Net backbone (residual encoder, 1-2-3-4-4-4 blocks),
-                               DA3 augmentation
-StrokeTrainerResUNetMSCSA      + MSCSA add-on, 28 heads
+StrokeTrainerResUNet           v1 Res U-Net backbone (our port of v1's ``FabiansUNet``:
+                               residual encoder, 1-2-3-4-4-4 blocks), DA3 augmentation
+StrokeTrainerResUNetMSCSA      + MSCSA add-on, 28 heads (seed's ``FabiansUNet_MSCSA``)
 =============================  ==============================================================
 """
 
@@ -102,7 +102,7 @@ class StrokeTrainerDTK10MSCSA(StrokeTrainerDTK10):
 
 
 class StrokeTrainerResUNet(nnUNetTrainer):
-    """"Res U-Net" scheme: v1 residual-encoder U-Net from the plan, DA3 augmentation (§2.6)."""
+    """"Res U-Net" scheme: v1 ``FabiansUNet`` port from the plan, DA3 augmentation (§2.6)."""
 
     @staticmethod
     def build_network_architecture(
@@ -112,7 +112,12 @@ class StrokeTrainerResUNet(nnUNetTrainer):
         num_output_channels: int,
         enable_deep_supervision: bool = True,
     ) -> nn.Module:
-        """v1 Res U-Net (1-2-3-4-4-4 residual blocks) from the plan; see ``networks.build_network``."""
+        """v1 ``FabiansUNet`` (1-2-3-4-4-4 residual blocks) from the plan.
+
+        See ``networks.build_network``; with ``enable_deep_supervision`` the network returns
+        ``n_stages - 1`` logits, full resolution first (the trainer's deep-supervision scales),
+        otherwise one tensor.
+        """
         return build_network(
             configuration_manager, num_input_channels, num_output_channels,
             enable_deep_supervision, residual_encoder=True,
@@ -132,7 +137,7 @@ class StrokeTrainerResUNetMSCSA(StrokeTrainerResUNet):
         num_output_channels: int,
         enable_deep_supervision: bool = True,
     ) -> nn.Module:
-        """v1 Res U-Net with the MSCSA add-on (28 heads); see ``networks.build_network``."""
+        """v1 ``FabiansUNet`` port with the MSCSA add-on (28 heads); see ``networks.build_network``."""
         return build_network(
             configuration_manager, num_input_channels, num_output_channels,
             enable_deep_supervision, residual_encoder=True, mscsa_num_heads=RESIDUAL_HEADS,
