@@ -6,6 +6,9 @@ Entry points, from the repository root (``--help`` lists each one's options)::
     python -m benchmarks.mscsa_overhead       # MSCSA U-Net against the plain U-Net
     python -m benchmarks.segmentation         # segmentation: demo bundle, paper plan, ensemble
     python -m benchmarks.resize_alternatives  # the MSCSA injection's resize, cheaper forms
+    python -m benchmarks.participant_nodes    # a whole participant run, node by node
+    python -m benchmarks.brain_box            # sliding window over the brain box: accuracy
+    python -m benchmarks.v1_import_atlas      # an imported nnU-Net v1 model against v1 itself
 
 Shared modules:
 
@@ -28,4 +31,5 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 #: ``python -m benchmarks.<name>`` entry points
-ENTRY_POINTS = ("preprocessing", "mscsa_overhead", "segmentation", "resize_alternatives")
+ENTRY_POINTS = ("preprocessing", "mscsa_overhead", "segmentation", "resize_alternatives",
+                "participant_nodes", "brain_box", "v1_import_atlas")

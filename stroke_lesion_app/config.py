@@ -99,7 +99,9 @@ class WorkflowSettings:
     lesion_source: str = "model"
     tta: bool = True
     step_size: float = 0.5
-    #: ``--fast``: no TTA, step 1.0, one fold per member.
+    #: ``--brain-box``: sliding window over the brain's bounding box only.
+    brain_box: bool = False
+    #: ``--fast``: no TTA, step 1.0, the brain box, one fold per member.
     fast: bool = False
 
     def inference_settings(self):
@@ -108,7 +110,8 @@ class WorkflowSettings:
         from stroke_lesion_app.core.segmentation import InferenceSettings
 
         return InferenceSettings.from_options(device=self.device, tta=self.tta,
-                                              step_size=self.step_size, fast=self.fast)
+                                              step_size=self.step_size, fast=self.fast,
+                                              brain_box=self.brain_box)
 
 
 @dataclass

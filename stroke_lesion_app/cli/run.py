@@ -57,6 +57,7 @@ class ParticipantResult:
 @options.device
 @options.tta
 @options.step_size
+@options.brain_box
 @options.fast
 @options.skull_strip
 @options.registration
@@ -67,8 +68,8 @@ class ParticipantResult:
 @click.version_option(__version__, "--version", prog_name="stroke-lesion-app")
 def cli(bids_dir, output_dir, analysis_level, participant_labels, session_labels,
         bids_filter_file, skip_bids_validation, work_dir, nprocs, omp_nthreads, mem_gb, plugin,
-        plugin_settings, model, lesion_source, device, tta, step_size, fast, skull_strip,
-        registration, atlases, stop_on_first_crash, config_file, verbose):
+        plugin_settings, model, lesion_source, device, tta, step_size, brain_box, fast,
+        skull_strip, registration, atlases, stop_on_first_crash, config_file, verbose):
     """Find and measure stroke lesions on T1-weighted MRI in a BIDS dataset.
 
     BIDS_DIR is the input dataset (never written to), OUTPUT_DIR the derivatives folder
@@ -110,7 +111,7 @@ def cli(bids_dir, output_dir, analysis_level, participant_labels, session_labels
         workflow=WorkflowSettings(model=model, device=device, skull_strip=skull_strip,
                                   registration=registration, atlases=list(atlases),
                                   lesion_source=lesion_source, tta=tta, step_size=step_size,
-                                  fast=fast),
+                                  brain_box=brain_box, fast=fast),
     )
     from stroke_lesion_app.core.bids import BIDSInputError, load_filters
     from stroke_lesion_app.core.images import ImageError
@@ -157,6 +158,7 @@ CONFIG_FILE_FIELDS = {
     "device": [("workflow", "device")],
     "tta": [("workflow", "tta")],
     "step_size": [("workflow", "step_size")],
+    "brain_box": [("workflow", "brain_box")],
     "fast": [("workflow", "fast")],
     "skull_strip": [("workflow", "skull_strip")],
     "registration": [("workflow", "registration")],

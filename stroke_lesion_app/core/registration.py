@@ -120,7 +120,8 @@ def register_to_template(
     out_dir : path
         Folder for the transform files and the resampled image.
     mode : {"affine", "syn"}
-        ``affine``: rigid, then affine (the linear normalisation ATLAS v2.0 was built with);
+        ``affine``: rigid, then affine (the linear normalisation ATLAS v2.0 was built with),
+        on the multi-resolution schedules :data:`RIGID_SCHEDULE` and :data:`AFFINE_SCHEDULE`;
         ``syn``: rigid, then affine + symmetric normalisation (antspyx ``SyN``).
     moving_mask, fixed_mask : path, optional
         Brain masks that restrict the similarity metric of the SyN stage.
@@ -164,6 +165,7 @@ def register_to_template(
             result = rigid_then(
                 fixed_image, moving_image, "Affine" if mode == "affine" else "SyN",
                 outprefix=str(scratch / "reg_"), write_composite_transform=mode == "syn",
+                rigid_schedule=RIGID_SCHEDULE, final_schedule=AFFINE_SCHEDULE,
                 **final_kwargs)
         if mode == "affine":
             if len(result["fwdtransforms"]) != 1:
@@ -185,22 +187,79 @@ def register_to_template(
     return RegistrationResult(anat2std, std2anat, std_t1w)
 
 
-def rigid_then(fixed, moving, type_of_transform: str, outprefix: str, **kwargs) -> dict:
+@dataclass(frozen=True)
+class LinearSchedule:
+    """Multi-resolution schedule of a linear (rigid or affine) ANTs stage, in millimetres.
+
+    Attributes
+    ----------
+    levels_mm : tuple of float
+        Resolution of each level, coarse to fine: the fixed image is shrunk by
+        ``round(level / voxel size)`` (at least 1).
+    smoothing_mm : tuple of float
+        Gaussian smoothing sigma of each level, mm.
+    iterations : tuple of int
+        Most iterations at each level (ANTs stops a level earlier when it converges).
+    sampling : float
+        Share of the voxels sampled for the Mattes metric.
+    """
+
+    levels_mm: tuple[float, ...]
+    smoothing_mm: tuple[float, ...]
+    iterations: tuple[int, ...]
+    sampling: float
+
+    def ants_arguments(self, voxel_mm: float) -> dict:
+        """``ants.registration`` keywords for a fixed image with ``voxel_mm`` voxels; levels
+        that shrink to the same factor are merged (the first one's settings kept)."""
+        shrinks, sigmas, iterations = [], [], []
+        for level, sigma, count in zip(self.levels_mm, self.smoothing_mm, self.iterations):
+            shrink = max(1, int(round(level / voxel_mm)))
+            if shrinks and shrinks[-1] == shrink:
+                continue
+            shrinks.append(shrink)
+            sigmas.append(sigma)
+            iterations.append(count)
+        return {"aff_shrink_factors": tuple(shrinks), "aff_smoothing_sigmas": tuple(sigmas),
+                "aff_iterations": tuple(iterations), "aff_random_sampling_rate": self.sampling,
+                "smoothing_in_mm": True}
+
+
+#: The template registration's linear stages (``register_to_template``), tuned for 1 mm brains:
+#: the rigid stage only initialises the affine one, so it stops at 4 mm; the affine stage stops
+#: at 2 mm and samples 10 % of the voxels. On Colin27 in a scanner pose, 1 mm, this took 15 s
+#: against 261 s for ANTsPy's defaults (shrink 6-4-2-1, 2100-1200-1200-10 iterations, 20 %
+#: sampling, both stages), and moved the brain by 0.33 mm on average (0.73 mm at most).
+RIGID_SCHEDULE = LinearSchedule(levels_mm=(8.0, 4.0), smoothing_mm=(3.0, 2.0),
+                                iterations=(1000, 500), sampling=0.1)
+AFFINE_SCHEDULE = LinearSchedule(levels_mm=(4.0, 2.0), smoothing_mm=(2.0, 1.0),
+                                 iterations=(1000, 500), sampling=0.1)
+
+
+def rigid_then(fixed, moving, type_of_transform: str, outprefix: str,
+               rigid_schedule: LinearSchedule | None = None,
+               final_schedule: LinearSchedule | None = None, **kwargs) -> dict:
     """``ants.registration`` preceded by a rigid stage that initialises it.
 
     A single affine stage started from the centres of mass now and then falls into a wrong
     optimum on rotated heads (mean errors of 15-20 mm seen on synthetic heads with 3 mm voxels,
     one run in two); starting from a rigid fit, the same cases land within 1 mm every time.
     ``kwargs`` (masks, composite output…) go to the final stage only; the rigid stage is
-    unmasked.
+    unmasked. ``rigid_schedule`` and ``final_schedule`` replace ANTsPy's default levels of the
+    rigid stage and of a final ``Affine`` stage (ANTsPy's ``SyN`` keeps its own affine
+    levels); ``None``: ANTsPy's defaults.
     """
     import ants
 
+    voxel_mm = float(min(fixed.spacing))
+    rigid_arguments = rigid_schedule.ants_arguments(voxel_mm) if rigid_schedule else {}
+    if final_schedule is not None and type_of_transform == "Affine":
+        kwargs = {**final_schedule.ants_arguments(voxel_mm), **kwargs}
     # antspyx lists every file that starts with the output prefix: keep the rigid stage's
     # files out of the final stage's prefix, or they would be listed as extra transforms.
     with tempfile.TemporaryDirectory(prefix="rigid_") as rigid_dir:
         rigid = ants.registration(fixed=fixed, moving=moving, type_of_transform="Rigid",
-                                  outprefix=f"{rigid_dir}/rigid_")
+                                  outprefix=f"{rigid_dir}/rigid_", **rigid_arguments)
         # the final transform files include (collapse) the rigid initialisation
         return ants.registration(fixed=fixed, moving=moving,
                                  type_of_transform=type_of_transform,

@@ -6,7 +6,11 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from stroke_lesion_app.core.bundle import ModelBundle
-from stroke_lesion_app.core.segmentation import BRAIN_MARGIN_MM, InferenceSettings
+from stroke_lesion_app.core.segmentation import (
+    BRAIN_MARGIN_MM,
+    InferenceSettings,
+    segmentation_memory_gb,
+)
 from stroke_lesion_app.interfaces.registration import ApplyTransform
 from stroke_lesion_app.interfaces.segmentation import SegmentLesion
 
@@ -64,6 +68,7 @@ def init_lesion_seg_wf(
         "[@nnunet] ensemble member with the multi-stage cross-scale attention module "
         "[@mscsa] were averaged"
         + (" (with mirroring test-time augmentation)" if inference.tta else "")
+        + (", the networks looking at the brain's bounding box" if inference.brain_box else "")
         + f", set to zero farther than {BRAIN_MARGIN_MM:g} mm outside the brain mask, "
         "thresholded and cleaned of small components as the bundle prescribes, and "
         "projected back onto the native T1w grid (probability: linear; mask: label "
@@ -76,7 +81,8 @@ def init_lesion_seg_wf(
         name="outputnode")
     segment_lesion = pe.Node(
         SegmentLesion(bundle=bundle, inference=inference, num_threads=omp_nthreads),
-        name="segment_lesion", n_procs=omp_nthreads, mem_gb=3)
+        name="segment_lesion", n_procs=omp_nthreads,
+        mem_gb=segmentation_memory_gb(bundle, inference))
     project_brain_mask = pe.Node(
         ApplyTransform(interpolation="genericLabel", num_threads=omp_nthreads),
         name="project_brain_mask", n_procs=omp_nthreads)

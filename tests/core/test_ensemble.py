@@ -344,3 +344,63 @@ def test_nothing_printed(tiny_bundle, capfd):
     predictor = EnsemblePredictor(tiny_bundle["bundle"], tta=False, num_threads=1, verify=False)
     predictor.predict_probability(np.ones((8, 8, 8), np.float32), (1, 1, 1))
     assert capfd.readouterr().out == ""  # nnU-Net's prints go to the log
+
+
+# -- brain box (issue #18) -------------------------------------------------------------------------
+@pytest.mark.parametrize("box, size, patch, step", [
+    ((30, 200), 233, 128, 0.5), ((0, 10), 233, 128, 0.5), ((100, 233), 233, 128, 0.5),
+    ((5, 90), 99, 64, 0.5), ((20, 30), 24, 16, 1.0), ((3, 9), 14, 16, 0.5)])
+def test_window_region_grows_to_whole_windows_and_stays_inside(box, size, patch, step):
+    (region,) = ensemble_module.window_region([box], [size], [patch], step)
+    length = region.stop - region.start
+    assert 0 <= region.start <= max(0, box[0]) and min(size, box[1]) <= region.stop <= size
+    windows = ensemble_module.window_count(min(size, box[1]) - max(0, box[0]), patch, step)
+    assert ensemble_module.window_count(length, patch, step) == windows  # no extra window
+    # as large as those windows cover, or the whole axis
+    assert length == min(size, int(patch + (windows - 1) * patch * step))
+
+
+def test_brain_box_prediction(tiny_bundle):
+    """The brain box predicts the box like the whole image does, with 0 outside, fewer
+    windows, and one preprocessing for members that share a plan."""
+    rng = np.random.default_rng(11)
+    image = rng.normal(100, 10, (40, 24, 24)).astype(np.float32)  # 4×2×2 windows of 16³
+    image[6:14, 8:16, 8:16] += 60
+    predictor = EnsemblePredictor(tiny_bundle["bundle"], tta=False, num_threads=1,
+                                  folds_per_member=1, window_batch_size=1, verify=False)
+    windows, preprocessings = [], []
+    for one in predictor.passes:
+        one.predictor.network.register_forward_hook(
+            lambda module, args, output: windows.append(args[0].shape[0]))
+    from nnunetv2.inference import data_iterators
+
+    original = data_iterators.PreprocessAdapterFromNpy
+
+    class Counting(original):
+        def __init__(self, *args, **kwargs):
+            preprocessings.append(1)
+            super().__init__(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(data_iterators, "PreprocessAdapterFromNpy", Counting)
+        whole = predictor.member_probabilities(image, (1, 1, 1))
+        whole_windows, whole_preprocessings = len(windows), len(preprocessings)
+        windows.clear()
+        preprocessings.clear()
+        region = (slice(0, 12), slice(0, 24), slice(0, 24))
+        boxed = predictor.member_probabilities(image, (1, 1, 1), region)
+    assert whole_preprocessings == len(preprocessings) == 1  # two members, one plan
+    # two passes; the box 0:12 along i grows to one 16-voxel window there
+    assert whole_windows == 2 * 4 * 2 * 2 and len(windows) == 2 * 1 * 2 * 2
+    for full, box in zip(whole, boxed):
+        assert box.shape == full.shape and box.dtype == np.float32
+        assert np.abs(box[16:]).max() < 1e-9 and 0.0 <= box.min() and box.max() <= 1.0
+        # i = 0..7 lies in the first window only, in both runs: the same prediction (nnU-Net
+        # accumulates in float16, hence the tolerance)
+        np.testing.assert_allclose(box[:8], full[:8], atol=5e-3)
+        assert np.abs(box[:8] - 0.5).max() > 0.1  # not a constant
+    # a box covering the whole image is the whole-image prediction
+    everything = predictor.member_probabilities(image, (1, 1, 1), (slice(0, 40),) + (
+        slice(0, 24),) * 2)
+    for full, same in zip(whole, everything):
+        np.testing.assert_allclose(same, full, atol=1e-6)

@@ -143,3 +143,16 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="interpolator 'cubic' unknown"):
         registration.apply_transform(tmp_path / "a", tmp_path / "b", tmp_path / "c",
                                      tmp_path / "d", interpolator="cubic")
+
+
+def test_linear_schedule_in_millimetres():
+    """Shrink factors follow the fixed image's voxel size; coinciding levels merge (#18)."""
+    from stroke_lesion_app.core.registration import AFFINE_SCHEDULE, RIGID_SCHEDULE
+
+    at_1mm = RIGID_SCHEDULE.ants_arguments(1.0)
+    assert at_1mm["aff_shrink_factors"] == (8, 4) and at_1mm["aff_iterations"] == (1000, 500)
+    assert at_1mm["smoothing_in_mm"] and at_1mm["aff_random_sampling_rate"] == 0.1
+    assert AFFINE_SCHEDULE.ants_arguments(1.0)["aff_shrink_factors"] == (4, 2)
+    at_3mm = AFFINE_SCHEDULE.ants_arguments(3.0)  # 4 mm and 2 mm both round to 1
+    assert at_3mm["aff_shrink_factors"] == (1,) and at_3mm["aff_smoothing_sigmas"] == (2.0,)
+    assert RIGID_SCHEDULE.ants_arguments(2.0)["aff_shrink_factors"] == (4, 2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import nibabel as nib
@@ -9,11 +10,15 @@ import numpy as np
 import pytest
 
 from stroke_lesion_app.core import segmentation
+from stroke_lesion_app.core.bundle import load_bundle, write_bundle_manifest
 from stroke_lesion_app.core.segmentation import (
     InferenceSettings,
+    brain_region,
+    region_on_grid,
     resample_to_grid,
     restrict_to_brain,
     segment_template_t1w,
+    segmentation_memory_gb,
 )
 from stroke_lesion_app.core.templates import TEMPLATE_AFFINE, TEMPLATE_SHAPE, template_grid
 
@@ -41,9 +46,11 @@ class _FakePredictor:
         self.passes = [SimpleNamespace(label="m/fold_0",
                                        predictor=SimpleNamespace(window_batch_size=2))]
         self.calls = []
+        self.regions = []
 
-    def predict_probability(self, image, spacing):
+    def predict_probability(self, image, spacing, region=None):
         self.calls.append((image.shape, tuple(spacing)))
+        self.regions.append(region)
         probability = np.zeros(image.shape, np.float32)
         probability[40:44, 60:64, 50:54] = 1.0  # 4^3 voxels of 2 mm = 512 mm^3
         probability[10, 10, 10] = 0.9           # 1 voxel of 2 mm: below the 2-voxel rule
@@ -165,3 +172,80 @@ def test_device_is_resolved_where_the_settings_are_used(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="--device cuda: no CUDA device is visible"):
         InferenceSettings(device="cuda").resolved()
+
+
+# -- brain box and memory (issue #18) --------------------------------------------------------------
+def test_brain_box_reaches_the_predictor_on_its_grid(tmp_path, fake_predictor):
+    t1w = tmp_path / "std_t1w.nii.gz"
+    nib.Nifti1Image(np.ones(TEMPLATE_SHAPE, np.float32), TEMPLATE_AFFINE).to_filename(t1w)
+    brain = np.zeros(TEMPLATE_SHAPE, np.uint8)
+    brain[40:150, 30:200, 20:160] = 1
+    brain_file = tmp_path / "brain.nii.gz"
+    nib.Nifti1Image(brain, TEMPLATE_AFFINE).to_filename(brain_file)
+    meta = segment_template_t1w(t1w, fake_predictor.bundle, InferenceSettings(brain_box=True),
+                                tmp_path / "p.nii.gz", tmp_path / "m.nii.gz",
+                                brain_mask=brain_file)
+    (region,) = fake_predictor.regions
+    # 1 mm box: brain ± 4 mm (2 mm kept + 2 mm context); on the 2 mm grid it covers that box
+    one_mm = brain_region(brain, 4)
+    assert [(r.start, r.stop) for r in one_mm] == [(36, 154), (26, 204), (16, 164)]
+    _, affine = template_grid(2.0)
+    corners = nib.affines.apply_affine(np.linalg.inv(affine) @ TEMPLATE_AFFINE,
+                                       [[36, 26, 16], [153, 203, 163]])
+    for axis, r in enumerate(region):
+        low, high = sorted(corners[:, axis])
+        assert r.start <= low and high < r.stop and r.stop - r.start <= high - low + 3
+    assert "brain box + 4 mm" in meta["SlidingWindowRegion"]
+    assert "i 36:154" in meta["SlidingWindowRegion"]
+    segment_template_t1w(t1w, fake_predictor.bundle, InferenceSettings(),  # the default
+                         tmp_path / "p.nii.gz", tmp_path / "m.nii.gz", brain_mask=brain_file)
+    assert fake_predictor.regions[-1] is None
+    assert InferenceSettings.from_options(fast=True).brain_box
+    assert InferenceSettings.from_options(brain_box=True).brain_box
+    segment_template_t1w(t1w, fake_predictor.bundle, InferenceSettings(brain_box=True),
+                         tmp_path / "p.nii.gz", tmp_path / "m.nii.gz")
+    assert fake_predictor.regions[-1] is None  # no brain mask: the whole image
+
+
+def test_brain_region_and_region_on_grid():
+    mask = np.zeros((30, 30, 30), bool)
+    mask[10:20, 0:5, 25:30] = True
+    assert brain_region(mask, 3) == (slice(7, 23), slice(0, 8), slice(22, 30))
+    with pytest.raises(ValueError, match="empty"):
+        brain_region(np.zeros((4, 4, 4)), 1)
+    same = region_on_grid((slice(2, 9), slice(0, 4), slice(5, 6)), np.eye(4), np.eye(4),
+                          (10, 10, 10))
+    assert same == (slice(2, 9), slice(0, 4), slice(5, 6))
+    coarse = region_on_grid((slice(2, 9),) * 3, np.eye(4), np.diag([2.0, 2, 2, 1]), (5, 5, 5))
+    assert coarse == (slice(1, 5),) * 3
+
+
+def _sized_bundle(root, folds, patch, features, checkpoint_bytes):
+    member = root / "m"
+    for fold in folds:
+        (member / f"fold_{fold}").mkdir(parents=True)
+        (member / f"fold_{fold}" / "checkpoint_final.pth").write_bytes(b"0" * checkpoint_bytes)
+    (member / "plans.json").write_text(json.dumps({"configurations": {"3d_fullres": {
+        "patch_size": patch, "architecture": {"arch_kwargs": {"features_per_stage": features}}}}}))
+    write_bundle_manifest(root, name="sized", version="1", resolution_mm=1,
+                          members=[{"name": "m", "folder": "m", "trainer": "T",
+                                    "configuration": "3d_fullres", "folds": list(folds),
+                                    "sha256": {f"fold_{f}/checkpoint_final.pth": "0" * 64
+                                               for f in folds}}])
+    return load_bundle(root)
+
+
+def test_segmentation_memory_grows_with_the_bundle(tmp_path):
+    small = _sized_bundle(tmp_path / "small", [0], [64, 64, 64], [8, 16], 10 ** 6)
+    large = _sized_bundle(tmp_path / "large", [0, 1, 2, 3, 4], [128, 128, 128], [32, 64],
+                          200 * 10 ** 6)
+    settings = InferenceSettings()
+    small_gb, large_gb = (segmentation_memory_gb(b, settings) for b in (small, large))
+    assert 1.1 < small_gb < 1.5
+    # 5 × 200 MB of weights + 128³ × 32 × 32 B of activations + 5 maps of 8.7 M voxels
+    expected = 1.1 + (5 * 200e6 + 128 ** 3 * 32 * 32 + 5 * 197 * 233 * 189 * 4) / 1024 ** 3
+    assert large_gb == pytest.approx(expected, abs=0.01)
+    fast = segmentation_memory_gb(large, InferenceSettings.from_options(fast=True))
+    assert fast < large_gb - 0.7  # one fold instead of five
+    more_windows = segmentation_memory_gb(large, InferenceSettings(window_batch_size=3))
+    assert more_windows > large_gb + 3
