@@ -263,6 +263,14 @@ def init_single_subject_wf(
         single_subject_wf.connect([(lesion_wf, image_report, [
             ("outputnode.lesion_load", "lesion_load"),
             ("outputnode.lesion_components", "lesion_components")])])
+    if crashdump_dir is not None:
+        # Nipype merges only the configuration of the workflow it runs into the nodes, not
+        # that of a nested workflow: every node carries the crash folder itself, or a crash
+        # file lands in the user's working directory
+        for node in single_subject_wf._get_all_nodes():
+            node.config = dict(node.config or {})
+            node.config["execution"] = {**node.config.get("execution", {}),
+                                        "crashdump_dir": str(crashdump_dir)}
     return single_subject_wf
 
 

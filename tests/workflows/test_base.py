@@ -135,6 +135,9 @@ def test_single_subject_wf_option_grid(tmp_path, manifest_only_bundle, skull_str
         assert load.inputs.connectivity == 18  # the bundle's rule
         assert workflow.get_node("lesion_wf.lesion_load_wf.project_to_template") is None
     assert workflow.config["execution"]["crashdump_dir"] == str(tmp_path / "log")
+    # nested nodes too: Nipype does not pass a nested workflow's configuration on
+    for node in workflow._get_all_nodes():
+        assert node.config["execution"]["crashdump_dir"] == str(tmp_path / "log"), node.fullname
     sink = workflow.get_node("ds_anat_wf.ds_t1w_preproc")
     assert sink.inputs.source_entities == t1w_input.entities
 
