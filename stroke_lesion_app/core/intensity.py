@@ -98,7 +98,8 @@ def head_mask(data: np.ndarray, zooms) -> np.ndarray:
 
 
 def head_box(mask: np.ndarray, zooms, margin_mm: float = HEAD_MARGIN_MM) -> tuple[slice, ...]:
-    """Bounding box of ``mask`` plus ``margin_mm`` on every side, clipped to the grid.
+    """Bounding box of ``mask`` plus ``margin_mm`` on every side, clipped to the grid (the
+    head's box for N4; :func:`~.segmentation.brain_region` uses it for the brain's box).
 
     Parameters
     ----------

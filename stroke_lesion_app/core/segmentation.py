@@ -29,6 +29,7 @@ from scipy import ndimage
 from .bundle import ModelBundle
 from .device import resolve_device
 from .fileio import write_nifti_atomic
+from .intensity import head_box
 from .postprocess import postprocess_probability
 from .templates import TEMPLATE, TEMPLATE_AFFINE, TEMPLATE_SHAPE, template_grid
 
@@ -316,13 +317,10 @@ def brain_region(brain_mask: np.ndarray, margin_voxels: float) -> tuple[slice, .
     >>> brain_region(mask, 2)
     (slice(3, 11, None), slice(8, 14, None), slice(0, 5, None))
     """
-    inside = np.argwhere(np.asarray(brain_mask) > 0)
-    if inside.size == 0:
+    brain = np.asarray(brain_mask) > 0
+    if not brain.any():
         raise ValueError("the brain mask is empty; check the skull-stripping output")
-    margin = int(math.ceil(margin_voxels))
-    low = np.maximum(inside.min(axis=0) - margin, 0)
-    high = np.minimum(inside.max(axis=0) + 1 + margin, brain_mask.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
+    return head_box(brain, (1.0, 1.0, 1.0), margin_mm=margin_voxels)
 
 
 def region_on_grid(region: tuple[slice, ...], affine: np.ndarray, target_affine: np.ndarray,

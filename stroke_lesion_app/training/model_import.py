@@ -71,7 +71,6 @@ import os
 import pickle
 import re
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from copy import deepcopy
@@ -79,16 +78,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stroke_lesion_app.core.bids import replace_directory
 from stroke_lesion_app.core.bundle import (
     BUNDLE_FILENAME,
     BundleError,
     compute_checksums,
-    load_bundle,
-    validate_bundle,
     write_bundle_manifest,
 )
 from stroke_lesion_app.core.fileio import atomic_path, write_json_atomic
+from stroke_lesion_app.training.package import check_bundle_target, slim_checkpoint, staged_bundle
 
 __all__ = [
     "FRAMEWORK_V1",
@@ -818,8 +815,6 @@ def convert_v1_model(model: FoundModel, target: Path) -> dict:
 
 # -- nnU-Net v2 ----------------------------------------------------------------------------------
 def _copy_v2_model(model: FoundModel, target: Path) -> dict:
-    from stroke_lesion_app.training.package import slim_checkpoint
-
     if not (model.folder / "dataset.json").is_file():
         raise BundleError(f"{model.folder / 'dataset.json'}: missing; copy it from the "
                           f"nnU-Net results folder of this model.")
@@ -923,16 +918,10 @@ def import_bundle(sources: Sequence[str | os.PathLike], out_dir: str | os.PathLi
         Bad sources (one line naming the file and the fix), an existing target.
     """
     out_dir = Path(out_dir).absolute()
-    if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"{out_dir} already exists; choose another folder or pass --force.")
-    if out_dir.exists() and not (out_dir / BUNDLE_FILENAME).is_file():
-        raise FileExistsError(f"{out_dir} exists and is not a bundle; remove it yourself or "
-                              f"choose another folder.")
+    check_bundle_target(out_dir, overwrite)
     if not sources:
         raise ValueError("give at least one folder or zip of trained models to import.")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    try:
+    with staged_bundle(out_dir) as staged:
         models = []
         for index, source in enumerate(Path(s) for s in sources):
             if source.is_file() and source.suffix == ".zip":
@@ -972,10 +961,5 @@ def import_bundle(sources: Sequence[str | os.PathLike], out_dir: str | os.PathLi
             source={"framework": " + ".join(frameworks), "url": url or "not stated",
                     "citation": citation or "not stated",
                     "imported_from": [str(Path(s).absolute()) for s in sources]})
-        validate_bundle(load_bundle(staged))
-        replace_directory(staged, out_dir)
-    finally:
-        if staged.exists():
-            shutil.rmtree(staged)
     LOGGER.info("Imported %d member(s) into %s.", len(entries), out_dir)
     return out_dir / BUNDLE_FILENAME

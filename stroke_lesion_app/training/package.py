@@ -10,10 +10,12 @@ and only then renamed into place.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,28 +162,45 @@ def package_bundle(out_dir: Path | str, members: list[MemberSource], *, name: st
     names = [member.name for member in members]
     if len(set(names)) != len(names):
         raise ValueError(f"member names must be unique, got {names}.")
-    if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"{out_dir} already exists; choose another folder or pass --force.")
-    if out_dir.exists() and not (out_dir / BUNDLE_FILENAME).is_file():
-        raise FileExistsError(f"{out_dir} exists and is not a bundle; remove it yourself or "
-                              "choose another folder.")
-    staged = out_dir.with_name(f".{out_dir.name}.partial")
-    if staged.exists():
-        shutil.rmtree(staged)
-    staged.mkdir(parents=True)
-    try:
+    check_bundle_target(out_dir, overwrite)
+    with staged_bundle(out_dir) as staged:
         entries = [_copy_member(member, staged) for member in members]
         write_bundle_manifest(
             staged, name=name, version=version, members=entries, description=description,
             resolution_mm=resolution_mm, threshold=threshold,
             min_component_voxels=min_component_voxels, connectivity=connectivity,
             licence=licence, training_data=training_data, demo=demo)
+    return out_dir / BUNDLE_FILENAME
+
+
+def check_bundle_target(out_dir: Path, overwrite: bool) -> None:
+    """Refuse an existing ``out_dir`` unless ``overwrite``, and never replace a folder that is
+    not a bundle (no ``bundle.json``). Raises :class:`FileExistsError` with the fix."""
+    if out_dir.exists() and not overwrite:
+        raise FileExistsError(f"{out_dir} already exists; choose another folder or pass --force.")
+    if out_dir.exists() and not (out_dir / BUNDLE_FILENAME).is_file():
+        raise FileExistsError(f"{out_dir} exists and is not a bundle; remove it yourself or "
+                              "choose another folder.")
+
+
+@contextlib.contextmanager
+def staged_bundle(out_dir: Path) -> Iterator[Path]:
+    """A hidden staging folder beside ``out_dir`` to write a bundle into.
+
+    When the ``with`` block ends without an error, the bundle in it is validated
+    (:func:`~stroke_lesion_app.core.bundle.validate_bundle`) and renamed into place
+    (replacing ``out_dir``); the staging folder is removed in every case, so a failed or
+    interrupted write never leaves anything that looks like a bundle.
+    """
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        yield staged
         validate_bundle(load_bundle(staged))
         replace_directory(staged, out_dir)
     finally:
         if staged.exists():
             shutil.rmtree(staged)
-    return out_dir / BUNDLE_FILENAME
 
 
 def package_members(out_dir: Path | str, members: Sequence[MemberSource], *,
