@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # stroke-lesion-app: BIDS App image (GPU-capable; runs on CPU too). Nothing is downloaded at
-# run time: the MNI152NLin2009aSym TemplateFlow files and the package's model bundles (with
+# run time: the MNI152NLin2009aSym and MNI152NLin6Asym (FSL MNI152) TemplateFlow files, the
+# transform between them (computed once, at build time) and the package's model bundles (with
 # the demo bundle, stroke_lesion_app/data/models/demo) are baked in at build time.
 #
 #   docker build -t stroke-lesion-app:0.1.0 --build-arg VERSION=0.1.0 .
@@ -20,7 +21,8 @@
 # Hub, scripts/build_container.sh builds a Debian base and a local python:3.11-slim stand-in
 # with mmdebstrap and podman, then this file with `podman build --pull=never`.
 #
-# Stages: build (virtual environment) -> templates (TemplateFlow prefetch) -> runtime.
+# Stages: build (virtual environment) -> templates (TemplateFlow prefetch, template-to-template
+# transform) -> runtime.
 # Check this file and Singularity.def with: bash scripts/check_containers.sh
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -71,6 +73,15 @@ RUN mkdir -p /opt/templateflow \
         none) echo "TEMPLATES=none: no TemplateFlow files in the image (nilearn's copy is used)" ;; \
         *) echo "TEMPLATES must be fetch or none, not $TEMPLATES" >&2; exit 1 ;; \
     esac
+# The MNI152NLin2009aSym -> MNI152NLin6Asym transform (group outputs in FSL's MNI152), computed
+# once here (antspyx, 1-2 minutes) so that no run computes it. It goes to
+# $TEMPLATEFLOW_HOME/.stroke-lesion-app/ (a dot folder, which TemplateFlow's index skips), where
+# the app finds it by the hashes of both templates (core/template_transforms.py). With
+# TEMPLATES=none there is no MNI152NLin6Asym and the app skips that space.
+RUN if [ "$TEMPLATES" = fetch ]; then \
+        python -m stroke_lesion_app.core.template_transforms --require \
+            --out-dir /opt/templateflow/.stroke-lesion-app --num-threads "$(nproc)"; \
+    fi
 
 # ---------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

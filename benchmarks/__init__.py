@@ -32,4 +32,4 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 #: ``python -m benchmarks.<name>`` entry points
 ENTRY_POINTS = ("preprocessing", "mscsa_overhead", "segmentation", "resize_alternatives",
-                "participant_nodes", "brain_box", "v1_import_atlas")
+                "participant_nodes", "brain_box", "v1_import_atlas", "lesion_normalisation")

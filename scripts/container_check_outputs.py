@@ -31,7 +31,15 @@ EXPECTED = [  # every derivative of one image, with its JSON sidecar
     "space-MNI152NLin2009aSym_label-L_mask.nii.gz",
     "space-MNI152NLin2009aSym_label-L_probseg.nii.gz",
     "label-L_desc-lesionload_stats.tsv", "label-L_desc-components_stats.tsv",
+    # the lesion-aware second normalisation and the group-space maps
+    "from-T1w_to-MNI152NLin2009aSym_mode-image_desc-lesionaware_xfm.h5",
+    "from-MNI152NLin2009aSym_to-T1w_mode-image_desc-lesionaware_xfm.h5",
+    "space-MNI152NLin2009aSym_label-L_desc-lesionaware_mask.nii.gz",
+    "space-MNI152NLin2009aSym_label-L_desc-lesionaware_probseg.nii.gz",
 ]
+#: Written besides when the image holds the MNI152NLin6Asym template (TEMPLATES=fetch).
+FSL_EXPECTED = ["space-MNI152NLin6Asym_label-L_desc-lesionaware_mask.nii.gz",
+                "space-MNI152NLin6Asym_label-L_desc-lesionaware_probseg.nii.gz"]
 LESION_DICE_FLOOR = 0.5
 BRAIN_DICE_FLOOR = 0.95
 LESION_MAPS = ("label-L_mask", "label-L_probseg", "space-MNI152NLin2009aSym_label-L_mask",
@@ -58,6 +66,9 @@ def check_subject(bids: Path, out: Path, subject: str, template_source: str,
     expected = {f"sub-{subject}_{name}" for name in EXPECTED}
     expected |= {name.split(".")[0] + ".json" for name in expected}
     found = {path.name for path in anat.iterdir()} if anat.is_dir() else set()
+    fsl = {f"sub-{subject}_{name}" for name in FSL_EXPECTED}
+    if fsl & found:
+        expected |= fsl | {name.split(".")[0] + ".json" for name in fsl}
     if found != expected:
         fail(f"files missing {sorted(expected - found)}, unexpected {sorted(found - expected)}")
         return "files differ"

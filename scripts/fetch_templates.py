@@ -6,11 +6,18 @@ Used by the Dockerfile at build time (the only step that needs the network)::
     TEMPLATEFLOW_HOME=/opt/templateflow python scripts/fetch_templates.py
 
 The list of files is not written here: it is imported from
-``stroke_lesion_app.core.templates`` (``TEMPLATEFLOW_REQUIRED``, ``TEMPLATEFLOW_OPTIONAL`` and
-the atlas pattern ``TEMPLATEFLOW_ATLAS_GLOB``), so the image holds exactly what the app looks
-for. Every file is fetched with ``templateflow.api.get`` and then checked to be real (non-empty)
-at the path the app reads. Label atlases (``atlas-*_dseg`` at 1 mm) are fetched when
-TemplateFlow lists any for the template (for MNI152NLin2009aSym it currently lists none).
+``stroke_lesion_app.core.templates``, so the image holds exactly what the app looks for:
+
+* MNI152NLin2009aSym, the app's space (``TEMPLATEFLOW_REQUIRED``, ``TEMPLATEFLOW_OPTIONAL``
+  and the atlas pattern ``TEMPLATEFLOW_ATLAS_GLOB``; ``res-1`` files);
+* MNI152NLin6Asym, FSL's MNI152, the second group space (``FSL_TEMPLATEFLOW_FILES``: the 1 mm
+  T1w and brain mask, TemplateFlow's ``res-01`` files).
+
+Every file is fetched with ``templateflow.api.get`` and then checked to be real (non-empty)
+at the path the app reads. Label atlases (``atlas-*_dseg`` at 1 mm) of MNI152NLin2009aSym are
+fetched when TemplateFlow lists any (it currently lists none). The Dockerfile then computes
+the MNI152NLin2009aSym → MNI152NLin6Asym transform once
+(``python -m stroke_lesion_app.core.template_transforms``).
 
 ``--dry-run`` downloads nothing: it checks each query against TemplateFlow's file index (the
 skeleton shipped in the templateflow package) and prints the files a real run would fetch.
@@ -30,15 +37,29 @@ from pathlib import Path
 RESOLUTION = 1
 
 
-def _app_constants():
-    """Template name, file parts and atlas pattern, as the app defines them."""
-    # Import from the source tree when run as scripts/fetch_templates.py from a checkout.
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+def _templates_module():
+    """``stroke_lesion_app.core.templates``, from the source tree when run from a checkout."""
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
     from stroke_lesion_app.core import templates
 
+    return templates
+
+
+def _app_constants():
+    """Template name, file parts and atlas pattern, as the app defines them."""
+    templates = _templates_module()
     return (templates.TEMPLATE,
             tuple(templates.TEMPLATEFLOW_REQUIRED) + tuple(templates.TEMPLATEFLOW_OPTIONAL),
             templates.TEMPLATEFLOW_ATLAS_GLOB, templates.templateflow_filename)
+
+
+def _fsl_constants():
+    """Name, file parts and file-name function of the second group space (MNI152NLin6Asym)."""
+    templates = _templates_module()
+    return (templates.FSL_TEMPLATE, tuple(templates.FSL_TEMPLATEFLOW_FILES),
+            templates.fsl_templateflow_filename)
 
 
 def query(part: str) -> dict[str, object]:
@@ -62,37 +83,46 @@ def query(part: str) -> dict[str, object]:
     return keywords
 
 
-def planned_files() -> list[str]:
-    """File names (in ``tpl-<template>/``) a run fetches: the app's images, then any atlases."""
+def _requests() -> list[tuple[str, str, dict[str, object]]]:
+    """``(template, file name, templateflow.api.get keywords)`` of every file to fetch: the
+    app's MNI152NLin2009aSym images, its atlases, then MNI152NLin6Asym's images."""
     from templateflow import api
 
     template, parts, atlas_glob, filename = _app_constants()
-    names = [filename(part) for part in parts]
+    requests = [(template, filename(part), query(part)) for part in parts]
     atlases = api.ls(template, resolution=RESOLUTION, suffix="dseg", extension=".nii.gz")
     for path in sorted(atlases or []):
-        if fnmatch.fnmatch(Path(path).name, atlas_glob):
-            names.append(Path(path).name)
-    return names
+        name = Path(path).name
+        if not fnmatch.fnmatch(name, atlas_glob):
+            continue
+        entities = dict(e.split("-", 1) for e in name[:-len("_dseg.nii.gz")].split("_")[1:])
+        requests.append((template, name, {"resolution": RESOLUTION, "suffix": "dseg",
+                                          "extension": ".nii.gz", "atlas": entities["atlas"],
+                                          "desc": entities.get("desc")}))
+    fsl_template, fsl_parts, fsl_filename = _fsl_constants()
+    requests += [(fsl_template, fsl_filename(part), query(part)) for part in fsl_parts]
+    return requests
+
+
+def planned_files() -> list[str]:
+    """File names (each in its ``tpl-<template>/``) a run fetches, in order: the app's
+    MNI152NLin2009aSym images, any atlases, then the MNI152NLin6Asym images."""
+    return [name for _, name, _ in _requests()]
 
 
 def fetch(dry_run: bool) -> int:
     """Fetch (or, with ``dry_run``, look up) every file; return the exit code."""
     from templateflow import api
 
-    template, parts, _, filename = _app_constants()
+    requests = _requests()
     home = Path(os.environ.get("TEMPLATEFLOW_HOME", "")) if os.environ.get(
         "TEMPLATEFLOW_HOME") else None
     folder_note = f"TEMPLATEFLOW_HOME={home}" if home else "TEMPLATEFLOW_HOME unset (default)"
-    print(f"{'Checking' if dry_run else 'Fetching'} {template} files for stroke-lesion-app "
+    names = " and ".join(dict.fromkeys(template for template, _, _ in requests))
+    print(f"{'Checking' if dry_run else 'Fetching'} {names} files for stroke-lesion-app "
           f"({folder_note})")
     status = 0
-    requests = [(filename(part), query(part)) for part in parts]
-    for name in planned_files()[len(parts):]:
-        entities = dict(e.split("-", 1) for e in name[:-len("_dseg.nii.gz")].split("_")[1:])
-        requests.append((name, {"resolution": RESOLUTION, "suffix": "dseg",
-                                "extension": ".nii.gz", "atlas": entities["atlas"],
-                                "desc": entities.get("desc")}))
-    for name, keywords in requests:
+    for template, name, keywords in requests:
         listed = api.ls(template, **keywords)
         listed = [Path(p) for p in (listed if isinstance(listed, list) else [listed]) if p]
         if [p.name for p in listed] != [name]:
@@ -105,7 +135,7 @@ def fetch(dry_run: bool) -> int:
             continue
         try:
             path = api.get(template, **keywords)
-        except Exception as error:  # requests/urllib3/OS errors: one line, go on
+        except Exception as error:  # noqa: BLE001 - requests/urllib3/OS errors: one line, go on
             print(f"ERROR {name}: download failed ({type(error).__name__}: "
                   f"{str(error).splitlines()[0][:200]}); check the network at build time",
                   file=sys.stderr)
@@ -129,8 +159,9 @@ def fetch(dry_run: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(
-        description="Prefetch the MNI152NLin2009aSym TemplateFlow files stroke-lesion-app reads "
-                    "into $TEMPLATEFLOW_HOME (used by the Dockerfile at build time).")
+        description="Prefetch the MNI152NLin2009aSym and MNI152NLin6Asym TemplateFlow files "
+                    "stroke-lesion-app reads into $TEMPLATEFLOW_HOME (used by the Dockerfile "
+                    "at build time).")
     parser.add_argument("--dry-run", action="store_true",
                         help="download nothing; check the queries against TemplateFlow's index "
                              "and list the files a real run would fetch")

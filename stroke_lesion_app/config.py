@@ -103,6 +103,12 @@ class WorkflowSettings:
     brain_box: bool = False
     #: ``--fast``: no TTA, step 1.0, the brain box, one fold per member.
     fast: bool = False
+    #: ``--group-normalisation``: lesion-aware second normalisation of the group-space maps
+    #: (``auto``, ``enantiomorphic``, ``cost-function``, ``syn``; ``affine``: none).
+    group_normalisation: str = "auto"
+    #: ``--lesion-masks``: folder of edited lesion masks; the images that have one are
+    #: re-measured from it (no segmentation, no registration), the others are left as they are.
+    lesion_masks_dir: Path | None = None
 
     def inference_settings(self):
         """The :class:`~stroke_lesion_app.core.segmentation.InferenceSettings` of these options

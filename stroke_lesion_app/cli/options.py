@@ -140,6 +140,23 @@ registration = click.option(
     show_default=True,
     help="Registration to MNI152NLin2009aSym: affine (as ATLAS v2.0) or affine + SyN; a raw "
          "lesion mask (_label-lesion_roi) is excluded from the metric.")
+group_normalisation = click.option(
+    "--group-normalisation", type=click.Choice(["auto", "enantiomorphic", "cost-function", "syn",
+                                                "affine"]),
+    default="auto", show_default=True,
+    help="Second, lesion-aware normalisation of the group-space lesion maps (segmentation keeps "
+         "the affine registration): auto fills a unilateral lesion with the mirrored healthy "
+         "hemisphere (enantiomorphic) and masks a bilateral or very large one out of the metric "
+         "(cost-function), then SyN; affine skips it (faster; group maps from the first pass).")
+lesion_masks = click.option(
+    "--lesion-masks", "lesion_masks_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path), metavar="DIR",
+    help="Folder of edited lesion masks (sub-X[_ses-Y]_label-L_mask.nii.gz, flat or in "
+         "sub-X/[ses-Y/]anat/, on the grid of the mask the app wrote): images with one are "
+         "re-measured from it, reusing the saved transforms (no segmentation, no registration); "
+         "needs an earlier participant run into OUTPUT_DIR.")
+
+
 def _atlases(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[Atlas]:
     """Parse ``NAME=IMAGE[:LABELS]`` values (a name, an existing image and label table)."""
     try:
@@ -157,6 +174,15 @@ config_file = click.option(
     metavar="FILE",
     help="Settings of an earlier run (its OUTPUT_DIR/sub-*/log/<run>/stroke_lesion_app.toml) "
          "or a TOML file in that format; options given on the command line win.")
+flip_to_left = click.option(
+    "--flip-to-left", is_flag=True,
+    help="Group level: also write each space's lesion stack with right-sided lesions mirrored "
+         "about x = 0 mm, so that every lesion lies in the left hemisphere (column 'flipped' "
+         "of its TSV).")
+min_overlap = click.option(
+    "--min-overlap", type=click.IntRange(min=1), default=5, show_default=True, metavar="N",
+    help="Group level: minimum-overlap mask of the voxels lesioned in at least N images (never "
+         "more than the number of images), as lesion-symptom mapping usually tests.")
 stop_on_first_crash = click.option("--stop-on-first-crash", is_flag=True,
                                    help="Stop the whole run at the first failing node.")
 verbose = click.option("-v", "--verbose", count=True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +62,11 @@ class ParticipantResult:
 @options.fast
 @options.skull_strip
 @options.registration
+@options.group_normalisation
+@options.lesion_masks
 @options.atlas
+@options.flip_to_left
+@options.min_overlap
 @options.stop_on_first_crash
 @options.config_file
 @options.verbose
@@ -69,7 +74,8 @@ class ParticipantResult:
 def cli(bids_dir, output_dir, analysis_level, participant_labels, session_labels,
         bids_filter_file, skip_bids_validation, work_dir, nprocs, omp_nthreads, mem_gb, plugin,
         plugin_settings, model, lesion_source, device, tta, step_size, brain_box, fast,
-        skull_strip, registration, atlases, stop_on_first_crash, config_file, verbose):
+        skull_strip, registration, group_normalisation, lesion_masks_dir, atlases,
+        flip_to_left, min_overlap, stop_on_first_crash, config_file, verbose):
     """Find and measure stroke lesions on T1-weighted MRI in a BIDS dataset.
 
     BIDS_DIR is the input dataset (never written to), OUTPUT_DIR the derivatives folder
@@ -82,6 +88,7 @@ def cli(bids_dir, output_dir, analysis_level, participant_labels, session_labels
       stroke-lesion-app /data/bids /data/out participant --participant-label 01 02 -w /scratch/work
       stroke-lesion-app /data/bids /data/out participant --plugin SLURM --plugin-settings slurm.json
       stroke-lesion-app /data/bids /data/out group
+      stroke-lesion-app /data/bids /data/out group --flip-to-left --min-overlap 10
 
     \b
     Exit codes: 0 success; 1 some subjects failed (listed at the end); 2 usage or input error.
@@ -111,7 +118,10 @@ def cli(bids_dir, output_dir, analysis_level, participant_labels, session_labels
         workflow=WorkflowSettings(model=model, device=device, skull_strip=skull_strip,
                                   registration=registration, atlases=list(atlases),
                                   lesion_source=lesion_source, tta=tta, step_size=step_size,
-                                  brain_box=brain_box, fast=fast),
+                                  brain_box=brain_box, fast=fast,
+                                  group_normalisation=group_normalisation,
+                                  lesion_masks_dir=(lesion_masks_dir.absolute()
+                                                    if lesion_masks_dir else None)),
     )
     from stroke_lesion_app.core.bids import BIDSInputError, load_filters
     from stroke_lesion_app.core.images import ImageError
@@ -124,7 +134,7 @@ def cli(bids_dir, output_dir, analysis_level, participant_labels, session_labels
         if config.nipype.plugin.startswith("SLURM"):
             _set_logname()
         if analysis_level == "group":
-            run_group(config)
+            run_group(config, flip_to_left=flip_to_left, min_overlap=min_overlap)
             sys.exit(EXIT_OK)
         result = run_participant(config)
     except (BIDSInputError, ImageError, ValueError) as error:
@@ -162,6 +172,8 @@ CONFIG_FILE_FIELDS = {
     "fast": [("workflow", "fast")],
     "skull_strip": [("workflow", "skull_strip")],
     "registration": [("workflow", "registration")],
+    "group_normalisation": [("workflow", "group_normalisation")],
+    "lesion_masks_dir": [("workflow", "lesion_masks_dir")],
     "atlases": [("workflow", "atlases")],
 }
 
@@ -297,8 +309,10 @@ def run_participant(config: Config) -> ParticipantResult:
     execution = config.execution
     from stroke_lesion_app.core.brainmask import resolve_method
 
-    check_device(config)
-    bundle = load_model(config)
+    edit = config.workflow.lesion_masks_dir is not None
+    if not edit:
+        check_device(config)
+    bundle = None if edit else load_model(config)
     resolve_method(config.workflow.skull_strip)
     bids_dir = bids_core.check_bids_dir(execution.bids_dir,
                                         validate=not execution.skip_bids_validation)
@@ -327,26 +341,65 @@ def run_participant(config: Config) -> ParticipantResult:
         runnable.append(t1w_input)
     for label, message in discovery.errors.items():
         LOGGER.error("%s", message)
+    edited_masks = None
+    if edit:
+        runnable, edited_masks = _edited_inputs(config, runnable, failed)
 
     bids_core.write_dataset_description(execution.output_dir, bids_dir, execution.version,
                                         model_dir=bundle.root if bundle is not None else None)
     if not runnable:
         return ParticipantResult([], failed)
-    succeeded, crashed = _run_workflow(config, runnable, bundle)
+    succeeded, crashed = _run_workflow(config, runnable, bundle, edited_masks)
     failed.update(crashed)
     return ParticipantResult(succeeded, failed)
 
 
-def _run_workflow(config: Config, runnable, bundle) -> tuple[list[str], dict[str, str]]:
+def _edited_inputs(config: Config, inputs: list, failed: dict[str, str]):
+    """``--lesion-masks DIR``: the images that have an edited mask there (checked: on the raw
+    T1w's grid, earlier outputs present) and their masks; the others are left as they are."""
+    from stroke_lesion_app.core import bids as bids_core
+    from stroke_lesion_app.workflows.edited import earlier_outputs
+
+    folder = config.workflow.lesion_masks_dir
+    runnable, masks = [], {}
+    for t1w_input in inputs:
+        mask = bids_core.find_edited_mask(folder, t1w_input.entities)
+        if mask is None:
+            LOGGER.info("%s: no edited mask in %s (%s); its outputs are left as they are.",
+                        t1w_input.name, folder,
+                        bids_core.derivative_name(t1w_input.entities, "lesion_mask"))
+            continue
+        try:
+            bids_core.check_edited_mask(mask, t1w_input.path, t1w_input.entities)
+            earlier_outputs(config.execution.output_dir, t1w_input,
+                            config.workflow.registration)
+        except (bids_core.BIDSInputError, FileNotFoundError) as error:
+            failed[t1w_input.name] = str(error)
+            LOGGER.error("%s", error)
+            continue
+        LOGGER.info("%s: re-measured from the edited mask %s", t1w_input.name, mask)
+        runnable.append(t1w_input)
+        masks[t1w_input.name] = mask
+    if not runnable and not failed:
+        raise bids_core.BIDSInputError(
+            f"{folder}: no edited lesion mask for any selected image; save each as the app "
+            "names it (e.g. sub-01_label-L_mask.nii.gz), flat or in sub-01/anat/.")
+    return runnable, masks
+
+
+def _run_workflow(config: Config, runnable, bundle,
+                  edited_masks=None) -> tuple[list[str], dict[str, str]]:
     from nipype import config as nipype_config
     from nipype import logging as nipype_logging
 
     from stroke_lesion_app.core.reports import assemble_subject_report
     from stroke_lesion_app.workflows.base import (
         expected_outputs,
+        fsl_space_enabled,
         init_stroke_lesion_wf,
         subject_log_dir,
     )
+    from stroke_lesion_app.workflows.edited import expected_edited_outputs
 
     execution = config.execution
     for t1w_input in runnable:
@@ -362,7 +415,10 @@ def _run_workflow(config: Config, runnable, bundle) -> tuple[list[str], dict[str
     for name in ("nipype.workflow", "nipype.interface", "nipype.utils"):
         logging.getLogger(name).propagate = False
     workflow = init_stroke_lesion_wf(config=config, inputs=runnable, bundle=bundle,
-                                     inference=config.workflow.inference_settings())
+                                     inference=config.workflow.inference_settings(),
+                                     edited_masks=edited_masks)
+    started = time.time()
+    fsl_space = fsl_space_enabled(config)
     LOGGER.info("Processing %d image(s) with Nipype %s (%s)", len(runnable),
                 config.nipype.plugin, config.nipype.plugin_settings()["plugin_args"])
     from stroke_lesion_app.cli.supervision import SupervisedMultiProcPlugin, stop_on_signals
@@ -383,10 +439,16 @@ def _run_workflow(config: Config, runnable, bundle) -> tuple[list[str], dict[str
     succeeded, failed = [], {}
     for t1w_input in runnable:
         own_crashes = sorted((subject_log_dir(config, t1w_input) / t1w_input.name).glob("crash-*"))
-        missing = [path for path in expected_outputs(execution.output_dir, t1w_input,
-                                                     config.workflow.registration,
-                                                     config.workflow.lesion_source)
-                   if not path.exists()]
+        if edited_masks is not None:  # rewritten files: each must be newer than the run
+            expected = expected_edited_outputs(execution.output_dir, t1w_input,
+                                               config.workflow.registration, fsl_space)
+            missing = [path for path in expected
+                       if not path.exists() or path.stat().st_mtime < started - 1]
+        else:
+            missing = [path for path in expected_outputs(
+                execution.output_dir, t1w_input, config.workflow.registration,
+                config.workflow.lesion_source, config.workflow.group_normalisation, fsl_space)
+                if not path.exists()]
         if own_crashes or missing:
             if own_crashes:
                 reason = f"{crash_reason(own_crashes[0])} (crash file: {own_crashes[0]})"
@@ -422,6 +484,10 @@ def _report_header(config: Config, bundle) -> str:
     header = (f"<p>stroke-lesion-app {html.escape(config.execution.version)}, run "
               f"{html.escape(config.execution.run_uuid)}. Research software: not for clinical "
               "use.</p>")
+    if config.workflow.lesion_masks_dir is not None:
+        return header + ("<p>Lesion measures re-computed from hand-edited masks "
+                         f"(<code>--lesion-masks {html.escape(str(config.workflow.lesion_masks_dir))}"
+                         "</code>) with the transforms of the earlier run.</p>")
     if config.workflow.lesion_source == "manual":
         return header + ("<p>Segmentation was turned off (<code>--lesion-source manual</code>): "
                          "lesion measures come from the manual masks of the input dataset.</p>")
@@ -434,8 +500,9 @@ def _report_header(config: Config, bundle) -> str:
     return header
 
 
-def run_group(config: Config) -> None:
-    """Group level: cohort table, frequency map and HTML, reading only OUTPUT_DIR."""
+def run_group(config: Config, *, flip_to_left: bool = False, min_overlap: int = 5) -> None:
+    """Group level: cohort table, lesion stacks and exports for lesion-symptom mapping, maps
+    and HTML, reading OUTPUT_DIR (and BIDS_DIR/participants.tsv, read only)."""
     from stroke_lesion_app.core import bids as bids_core
     from stroke_lesion_app.core.group import run_group as write_group_outputs
     from stroke_lesion_app.core.templates import get_template, template_brain
@@ -445,7 +512,9 @@ def run_group(config: Config) -> None:
     if not description.is_file():
         raise bids_core.BIDSInputError(
             f"{description}: not found; run the participant level into {output_dir} first.")
-    written = write_group_outputs(output_dir, template_brain(get_template())[0])
+    written = write_group_outputs(output_dir, template_brain(get_template())[0],
+                                  bids_dir=config.execution.bids_dir,
+                                  flip_to_left=flip_to_left, min_overlap=min_overlap)
     if not written["measured"]:
         LOGGER.warning("No image in %s has lesion measures yet; the cohort table lists the "
                        "images and their status only.", output_dir)

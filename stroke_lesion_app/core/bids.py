@@ -71,16 +71,42 @@ OUTPUTS: dict[str, dict[str, str]] = {
                      "extension": ".mat"},
     "std2anat_xfm": {"from": TEMPLATE_SPACE, "to": "T1w", "mode": "image", "suffix": "xfm",
                      "extension": ".mat"},
+    # Group space: the lesion-aware (second-pass) normalisation; ``space`` is overridden for
+    # the second group space (MNI152NLin6Asym)
+    "group_lesion_mask": {"space": TEMPLATE_SPACE, "label": "L", "desc": "lesionaware",
+                          "suffix": "mask", "extension": ".nii.gz"},
+    "group_lesion_probseg": {"space": TEMPLATE_SPACE, "label": "L", "desc": "lesionaware",
+                             "suffix": "probseg", "extension": ".nii.gz"},
+    "anat2group_xfm": {"from": "T1w", "to": TEMPLATE_SPACE, "mode": "image",
+                       "desc": "lesionaware", "suffix": "xfm", "extension": ".h5"},
+    "group2anat_xfm": {"from": TEMPLATE_SPACE, "to": "T1w", "mode": "image",
+                       "desc": "lesionaware", "suffix": "xfm", "extension": ".h5"},
     "lesion_load": {"label": "L", "desc": "lesionload", "suffix": "stats", "extension": ".tsv"},
     "lesion_components": {"label": "L", "desc": "components", "suffix": "stats",
                           "extension": ".tsv"},
 }
 
+#: Group-level outputs made once per template space (``OUTPUT_DIR/group/``): name by kind,
+#: ``{space}`` filled by :func:`group_path`. A ``.nii.gz`` stack has a ``.tsv`` (volume order)
+#: and a ``.json`` (metadata) of the same name beside it (:func:`group_sidecar`).
+GROUP_SPACE_OUTPUTS = {
+    "mask_stack": "space-{space}_label-L_desc-stack_mask.nii.gz",
+    "probseg_stack": "space-{space}_label-L_desc-stack_probseg.nii.gz",
+    "flipped_stack": "space-{space}_label-L_desc-stackflipped_mask.nii.gz",
+    "count_map": "space-{space}_label-L_desc-count_probseg.nii.gz",
+    "frequency_map": "space-{space}_label-L_desc-frequency_probseg.nii.gz",
+    "overlap_mask": "space-{space}_label-L_desc-minoverlap_mask.nii.gz",
+    # NiiStat reads tab-separated design files only as .tab/.txt (nii_read_design.m)
+    "niistat_sheet": "space-{space}_label-L_desc-niistat_design.tab",
+    "lesymap_list": "space-{space}_label-L_desc-lesymap_files.txt",
+}
+
 #: Group-level outputs (``OUTPUT_DIR/group/``): name by kind.
 GROUP_OUTPUTS = {
     "cohort_table": "label-L_desc-lesionload_stats.tsv",
-    "frequency_map": f"space-{TEMPLATE_SPACE}_label-L_desc-frequency_probseg.nii.gz",
-    "count_map": f"space-{TEMPLATE_SPACE}_label-L_desc-count_probseg.nii.gz",
+    "regions_table": "label-L_desc-regions_stats.tsv",
+    "frequency_map": GROUP_SPACE_OUTPUTS["frequency_map"].format(space=TEMPLATE_SPACE),
+    "count_map": GROUP_SPACE_OUTPUTS["count_map"].format(space=TEMPLATE_SPACE),
     "report": "group.html",
 }
 
@@ -191,15 +217,29 @@ def subject_report_path(output_dir: Path | str, subject: str) -> Path:
     return Path(output_dir) / f"sub-{strip_prefix(subject, 'sub')}.html"
 
 
-def group_path(output_dir: Path | str, kind: str) -> Path:
-    """Path of a group-level output (a key of :data:`GROUP_OUTPUTS`) under ``OUTPUT_DIR/group``.
+def group_path(output_dir: Path | str, kind: str, space: str | None = None) -> Path:
+    """Path of a group-level output under ``OUTPUT_DIR/group``: a key of
+    :data:`GROUP_OUTPUTS`, or with ``space`` a key of :data:`GROUP_SPACE_OUTPUTS`.
 
     >>> group_path("/out", "cohort_table").as_posix()
     '/out/group/label-L_desc-lesionload_stats.tsv'
+    >>> group_path("/out", "mask_stack", "MNI152NLin6Asym").name
+    'space-MNI152NLin6Asym_label-L_desc-stack_mask.nii.gz'
     """
-    if kind not in GROUP_OUTPUTS:
-        raise ValueError(f"unknown group output {kind!r}; known: {', '.join(GROUP_OUTPUTS)}")
-    return Path(output_dir) / "group" / GROUP_OUTPUTS[kind]
+    names = GROUP_OUTPUTS if space is None else GROUP_SPACE_OUTPUTS
+    if kind not in names:
+        raise ValueError(f"unknown group output {kind!r}; known: {', '.join(names)}")
+    return Path(output_dir) / "group" / names[kind].format(space=space)
+
+
+def group_sidecar(path: Path | str, extension: str) -> Path:
+    """The file of the same name as a group image with another extension (``.tsv``, ``.json``).
+
+    >>> group_sidecar("/out/group/space-X_label-L_desc-stack_mask.nii.gz", ".tsv").name
+    'space-X_label-L_desc-stack_mask.tsv'
+    """
+    path = Path(path)
+    return path.with_name(path.name.split(".", 1)[0] + extension)
 
 
 def figures_dir(output_dir: Path | str, source_entities: Mapping[str, Any]) -> Path:
@@ -344,6 +384,12 @@ def write_dataset_description(output_dir: Path | str, bids_dir: Path | str, vers
 #: TemplateFlow's address of the template T1w: the SpatialReference of template-space images.
 TEMPLATE_REFERENCE_URL = ("https://templateflow.s3.amazonaws.com/tpl-MNI152NLin2009aSym/"
                           f"tpl-{TEMPLATE_SPACE}_res-1_T1w.nii.gz")
+#: ``SpatialReference`` of each template space the app writes maps in.
+SPACE_REFERENCE_URLS = {
+    TEMPLATE_SPACE: TEMPLATE_REFERENCE_URL,
+    "MNI152NLin6Asym": ("https://templateflow.s3.amazonaws.com/tpl-MNI152NLin6Asym/"
+                        "tpl-MNI152NLin6Asym_res-01_T1w.nii.gz"),
+}
 
 
 def derivative_uri(source_entities: Mapping[str, Any], kind: str, **overrides: str) -> str:
@@ -375,6 +421,10 @@ def derivative_sources(kind: str, source_entities: Mapping[str, Any], raw_uri: s
         "lesion_mask": ["std_lesion_mask"],
         "lesion_load": ["lesion_mask", "std_lesion_mask"],
         "lesion_components": ["lesion_mask"],
+        "anat2group_xfm": ["t1w_preproc", "lesion_mask", "anat2std_xfm"],
+        "group2anat_xfm": ["t1w_preproc", "lesion_mask", "anat2std_xfm"],
+        "group_lesion_mask": ["std_lesion_mask", "std2anat_xfm", "anat2group_xfm"],
+        "group_lesion_probseg": ["std_lesion_probseg", "std2anat_xfm", "anat2group_xfm"],
     }[kind]
     sources = [raw_uri] if kind == "t1w_preproc" else []
     sources += [derivative_uri(source_entities, name) for name in made_from]
@@ -629,3 +679,53 @@ def find_lesion_masks(t1w_path: Path, entities: Mapping[str, str]) -> list[Path]
 
 def _describe_query(query: Mapping[str, Any]) -> str:
     return ", ".join(f"{key}={value}" for key, value in query.items()) or "any T1w"
+
+
+# --------------------------------------------------------------------------------------------
+# Edited lesion masks (--lesion-masks DIR)
+# --------------------------------------------------------------------------------------------
+def find_edited_mask(folder: Path | str, source_entities: Mapping[str, Any]) -> Path | None:
+    """The user's edited copy of an image's lesion mask in ``folder``, or None.
+
+    The file carries the name of the mask the app wrote (``sub-01[_ses-1]_label-L_mask.nii.gz``,
+    or ``.nii``), directly in ``folder`` or in its ``sub-X/[ses-Y/]anat/`` folder (a
+    derivatives-shaped copy).
+    """
+    folder = Path(folder)
+    name = derivative_name(source_entities, "lesion_mask")
+    nested = derivative_path(folder, source_entities, "lesion_mask")
+    for candidate in (folder / name, nested):
+        for path in (candidate, candidate.with_name(name[: -len(".gz")])):
+            if path.is_file():
+                return path
+    return None
+
+
+def check_edited_mask(mask: Path, raw_t1w: Path, source_entities: Mapping[str, Any]) -> None:
+    """Refuse an edited mask that is not on the grid of the raw T1w (where the app's own
+    native mask lies) or that is not a 3-D mask.
+
+    Raises
+    ------
+    BIDSInputError
+        One line naming the file and the fix.
+    """
+    import nibabel as nib
+    import numpy as np
+
+    written = derivative_name(source_entities, "lesion_mask")
+    try:
+        image = nib.load(str(mask))
+        reference = nib.load(str(raw_t1w))
+    except Exception as error:  # noqa: BLE001 - nibabel raises many types
+        raise BIDSInputError(f"{mask}: not a readable NIfTI image ({error}); save the edited "
+                             f"mask as NIfTI with the name {written}.") from None
+    shape, expected = image.shape[:3], reference.shape[:3]
+    if len(image.shape) > 3 and any(size > 1 for size in image.shape[3:]):
+        raise BIDSInputError(f"{mask}: has {image.shape} voxels (4-D); save one 3-D mask.")
+    if shape != expected or not np.allclose(image.affine, reference.affine, atol=1e-3):
+        zooms = "×".join(f"{z:g}" for z in image.header.get_zooms()[:3])
+        raise BIDSInputError(
+            f"{mask}: edited mask is on a {'×'.join(map(str, shape))} grid ({zooms} mm) that "
+            f"differs from the T1w {raw_t1w.name} ({'×'.join(map(str, expected))}); save it on "
+            f"the grid of the app's {written} (edit that file, do not reslice it).")

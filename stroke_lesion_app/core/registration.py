@@ -24,7 +24,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -286,11 +286,11 @@ def _metric_mask(moving_image, moving_mask, lesion_mask):
 def apply_transform(
     in_file: Path | str,
     reference: Path | str,
-    transform: Path | str,
+    transform: Path | str | Sequence[Path | str],
     out_file: Path | str,
     interpolator: str = "linear",
 ) -> Path:
-    """Resample ``in_file`` onto the grid of ``reference`` through one ITK transform file.
+    """Resample ``in_file`` onto the grid of ``reference`` through ITK transform file(s).
 
     Parameters
     ----------
@@ -298,9 +298,12 @@ def apply_transform(
         Image to move (e.g. a template-space probability map).
     reference : path
         Image that defines the output grid and affine (e.g. the native T1w).
-    transform : path
+    transform : path or sequence of paths
         ``.mat`` or ``.h5`` mapping ``reference`` space points into ``in_file`` space, as ANTs
-        expects (use ``std2anat`` to bring a template image to native space).
+        expects (use ``std2anat`` to bring a template image to native space). A sequence is a
+        chain that ``reference`` points travel in list order (antspyx's ``transformlist``:
+        ``[anat2group, std2anat]`` takes a group-grid point to native space, then to the
+        first-pass template, i.e. brings a first-pass template map onto the group grid).
     interpolator : {"linear", "nearestNeighbor", "genericLabel", "bSpline"}
         ``linear`` for probabilities and intensities; ``genericLabel`` for masks and labels.
 
@@ -314,9 +317,11 @@ def apply_transform(
     if interpolator not in INTERPOLATORS:
         raise ValueError(f"interpolator {interpolator!r} unknown; choose one of {INTERPOLATORS}")
     reference_nifti = nib.load(str(reference))
+    chain = [transform] if isinstance(transform, (str, Path)) else list(transform)
     moved = ants.apply_transforms(fixed=ants.image_read(str(reference)),
                                   moving=ants.image_read(str(in_file)),
-                                  transformlist=[str(transform)], interpolator=interpolator)
+                                  transformlist=[str(path) for path in chain],
+                                  interpolator=interpolator)
     data = moved.numpy()
     if interpolator in ("nearestNeighbor", "genericLabel"):
         data = np.rint(data).astype(np.uint8 if data.max() < 256 else np.int32)

@@ -59,6 +59,11 @@ REFERENCES = {
     "nipype": "Gorgolewski K, Burns CD, Madison C, et al. Nipype: a flexible, lightweight and "
               "extensible neuroimaging data processing framework in Python. Frontiers in "
               "Neuroinformatics 5:13 (2011).",
+    "nachev2008": "Nachev P, Coulthard E, Jäger HR, Kennard C, Husain M. Enantiomorphic "
+                  "normalization of focally lesioned brains. NeuroImage 39:1215-1226 (2008).",
+    "brett2001": "Brett M, Leff AP, Rorden C, Ashburner J. Spatial normalization of brain "
+                 "images with focal lesions using cost function masking. NeuroImage 14:486-500 "
+                 "(2001).",
     "atlas2": "Liew SL, Lo BP, Donnelly MR, et al. A large, curated, open-source stroke "
               "neuroimaging dataset to improve lesion segmentation algorithms (ATLAS v2.0). "
               "Scientific Data 9:320 (2022).",

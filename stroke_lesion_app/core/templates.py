@@ -9,6 +9,11 @@ Order of lookup (never a network call):
    the same 197×233×189 grid at 1 mm), with the GM/WM probability maps beside it.
 
 Which one was used is logged once per process. Both are checked against the expected grid.
+
+A second, optional group space: FSL's MNI152 (``MNI152NLin6Asym``, 182×218×182 at 1 mm), read
+only from ``$TEMPLATEFLOW_HOME/tpl-MNI152NLin6Asym/`` (TemplateFlow's ``res-01`` T1w and brain
+mask; the container prefetches them). :func:`fsl_template` returns ``None`` when they are
+absent; nilearn has no copy of it. ``core/template_transforms.py`` maps 2009aSym images onto it.
 """
 
 from __future__ import annotations
@@ -242,3 +247,86 @@ def template_grid(resolution_mm: float = 1.0) -> tuple[tuple[int, int, int], np.
     affine = TEMPLATE_AFFINE.copy()
     affine[:3, :3] = np.eye(3) * resolution_mm
     return shape, affine
+
+
+#: FSL's MNI152 template (the second, optional group space).
+FSL_TEMPLATE = "MNI152NLin6Asym"
+#: Shape of its 1 mm grid.
+FSL_TEMPLATE_SHAPE = (182, 218, 182)
+#: Affine of TemplateFlow's ``res-01`` grid (RAS+). FSL's own ``MNI152_T1_1mm`` covers the same
+#: box in LAS order (origin (90, -126, -72) mm); :func:`fsl_template` accepts either.
+FSL_TEMPLATE_AFFINE = np.array([[1.0, 0, 0, -91], [0, 1, 0, -126], [0, 0, 1, -72], [0, 0, 0, 1]])
+#: TemplateFlow files of MNI152NLin6Asym the app reads, as the part of
+#: ``tpl-MNI152NLin6Asym_res-01_<part>.nii.gz`` after the resolution (prefetched by
+#: ``scripts/fetch_templates.py``). Note TemplateFlow's ``res-01`` here against ``res-1`` for
+#: MNI152NLin2009aSym.
+FSL_TEMPLATEFLOW_FILES = ("T1w", "desc-brain_mask")
+
+_FSL_LOGGED: set[str] = set()
+
+
+def fsl_templateflow_filename(part: str) -> str:
+    """File name of a 1 mm TemplateFlow image of MNI152NLin6Asym.
+
+    >>> fsl_templateflow_filename("desc-brain_mask")
+    'tpl-MNI152NLin6Asym_res-01_desc-brain_mask.nii.gz'
+    """
+    return f"tpl-{FSL_TEMPLATE}_res-01_{part}.nii.gz"
+
+
+def _log_once(level: int, message: str) -> None:
+    if message not in _FSL_LOGGED:
+        _FSL_LOGGED.add(message)
+        LOGGER.log(level, message)
+
+
+def _is_fsl_grid(image: nib.Nifti1Image) -> bool:
+    """182×218×182 voxels of 1 mm, axis-aligned, covering FSL's MNI152 box (RAS or LAS)."""
+    affine = image.affine
+    if image.shape[:3] != FSL_TEMPLATE_SHAPE or not np.allclose(np.abs(affine[:3, :3]),
+                                                                 np.eye(3), atol=1e-3):
+        return False
+    corners = nib.affines.apply_affine(affine, [[0, 0, 0], np.subtract(FSL_TEMPLATE_SHAPE, 1)])
+    expected = nib.affines.apply_affine(FSL_TEMPLATE_AFFINE,
+                                        [[0, 0, 0], np.subtract(FSL_TEMPLATE_SHAPE, 1)])
+    return np.allclose(np.sort(corners, axis=0), expected, atol=1e-3)
+
+
+def fsl_template() -> TemplateFiles | None:
+    """The MNI152NLin6Asym 1 mm T1w (+ brain mask) from ``$TEMPLATEFLOW_HOME``, or ``None``.
+
+    Looks only in ``$TEMPLATEFLOW_HOME/tpl-MNI152NLin6Asym/`` for non-empty
+    ``tpl-MNI152NLin6Asym_res-01_T1w.nii.gz`` and ``..._res-01_desc-brain_mask.nii.gz`` (never
+    downloads). When they are absent, or not on the 182×218×182 1 mm grid, it returns ``None``
+    and says so in one log line per process (naming the folder), so callers can skip the space.
+
+    Returns
+    -------
+    TemplateFiles or None
+        ``t1w`` (a whole head) and ``brain_mask``; no tissue maps; ``source="templateflow"``.
+    """
+    home = os.environ.get("TEMPLATEFLOW_HOME")
+    if not home:
+        _log_once(logging.INFO, f"Template {FSL_TEMPLATE} not available: TEMPLATEFLOW_HOME is "
+                                "unset; skipping that space")
+        return None
+    folder = Path(home) / f"tpl-{FSL_TEMPLATE}"
+    paths = [folder / fsl_templateflow_filename(part) for part in FSL_TEMPLATEFLOW_FILES]
+    missing = [p.name for p in paths if not (p.is_file() and p.stat().st_size > 0)]
+    if missing:
+        _log_once(logging.INFO, f"Template {FSL_TEMPLATE} not available: no {' or '.join(missing)}"
+                                f" in {folder}; skipping that space")
+        return None
+    for path in paths:
+        try:
+            good = _is_fsl_grid(nib.load(str(path)))
+        except (OSError, EOFError, ValueError, nib.filebasedimages.ImageFileError) as error:
+            good, reason = False, f"unreadable ({type(error).__name__})"
+        else:
+            reason = f"not the {FSL_TEMPLATE} 1 mm grid {FSL_TEMPLATE_SHAPE}"
+        if not good:
+            _log_once(logging.WARNING, f"{path}: {reason}; skipping that space (refetch it with "
+                                       "scripts/fetch_templates.py)")
+            return None
+    _log_once(logging.INFO, f"Template {FSL_TEMPLATE} from templateflow ({folder})")
+    return TemplateFiles(paths[0], paths[1], None, None, "templateflow")

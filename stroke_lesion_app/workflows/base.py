@@ -10,16 +10,20 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from stroke_lesion_app.config import Config
+from stroke_lesion_app.core import bids as bids_core
 from stroke_lesion_app.core.atlases import Atlas
 from stroke_lesion_app.core.bids import T1wInput, derivative_path
 from stroke_lesion_app.core.bundle import DEMO_WARNING, ModelBundle
 from stroke_lesion_app.core.segmentation import InferenceSettings
-from stroke_lesion_app.core.templates import templateflow_atlases
+from stroke_lesion_app.core.templates import fsl_template, templateflow_atlases
 from stroke_lesion_app.interfaces.reports import ImageReport
 from stroke_lesion_app.workflows.anatomical import init_anat_prep_wf
+from stroke_lesion_app.workflows.edited import init_edited_lesion_wf
+from stroke_lesion_app.workflows.group_space import init_group_space_wf
 from stroke_lesion_app.workflows.lesion import init_lesion_wf
 from stroke_lesion_app.workflows.outputs import (
     init_ds_anat_wf,
+    init_ds_group_space_wf,
     init_ds_lesion_load_wf,
     init_ds_registration_wf,
     init_ds_segmentation_wf,
@@ -33,6 +37,7 @@ def init_stroke_lesion_wf(
     inputs: list[T1wInput],
     bundle: ModelBundle | None = None,
     inference: InferenceSettings | None = None,
+    edited_masks: dict[str, Path] | None = None,
     name: str = "stroke_lesion_app_wf",
 ) -> pe.Workflow:
     """Build the participant-level workflow: one sub-workflow per T1w image.
@@ -54,6 +59,10 @@ def init_stroke_lesion_wf(
         The inference settings of the command line (``--fast`` already applied, the device
         as the user gave it); :meth:`~.InferenceSettings.from_options` of ``config`` when not
         given.
+    edited_masks : dict, optional
+        ``--lesion-masks``: the edited mask of each image to re-measure (by
+        :attr:`T1wInput.name`); those images get :func:`init_edited_lesion_wf` instead of the
+        full pipeline.
     name : str
         Workflow name.
 
@@ -71,7 +80,18 @@ def init_stroke_lesion_wf(
     if inference is None:
         inference = settings.inference_settings()
     atlases = list(settings.atlases) + templateflow_atlases()
+    fsl_space = fsl_space_enabled(config)
     for t1w_input in inputs:
+        crashdump_dir = subject_log_dir(config, t1w_input) / t1w_input.name
+        if edited_masks is not None:
+            edited_wf = init_edited_lesion_wf(
+                t1w_input=t1w_input, edited_mask=edited_masks[t1w_input.name],
+                output_dir=config.execution.output_dir, registration=settings.registration,
+                atlases=atlases, fsl_space=fsl_space,
+                omp_nthreads=config.resolved_omp_nthreads(), name=f"{t1w_input.name}_edited_wf")
+            _set_crashdump_dir(edited_wf, crashdump_dir)
+            stroke_lesion_wf.add_nodes([edited_wf])
+            continue
         single_subject_wf = init_single_subject_wf(
             t1w_input=t1w_input,
             output_dir=config.execution.output_dir,
@@ -79,10 +99,12 @@ def init_stroke_lesion_wf(
             registration=config.workflow.registration,
             atlases=atlases,
             omp_nthreads=config.resolved_omp_nthreads(),
-            crashdump_dir=subject_log_dir(config, t1w_input) / t1w_input.name,
+            crashdump_dir=crashdump_dir,
             lesion_source=settings.lesion_source,
             bundle=bundle,
             inference=inference,
+            group_normalisation=settings.group_normalisation,
+            fsl_space=fsl_space,
             name=f"{t1w_input.name}_wf",
         )
         stroke_lesion_wf.add_nodes([single_subject_wf])
@@ -101,6 +123,8 @@ def init_single_subject_wf(
     lesion_source: str = "model",
     bundle: ModelBundle | None = None,
     inference: InferenceSettings | None = None,
+    group_normalisation: str = "auto",
+    fsl_space: bool = False,
     name: str = "single_subject_wf",
 ) -> pe.Workflow:
     """Process one T1w image and write its derivatives.
@@ -110,6 +134,7 @@ def init_single_subject_wf(
     ``inputnode.t1w → anat_prep_wf → register_template_wf → ds_registration_wf``
     ``                      └──────→ ds_anat_wf            └→ image_report``
     ``register_template_wf → lesion_wf → ds_segmentation_wf, ds_lesion_load_wf, image_report``
+    ``lesion_wf → group_space_wf → ds_group_space_wf`` (unless ``group_normalisation="affine"``)
     (``lesion_source="model"``: ``lesion_wf`` segments; ``"manual"``: ``inputnode.lesion_mask
     → lesion_wf``, only for an image with a manual mask)
 
@@ -137,6 +162,11 @@ def init_single_subject_wf(
     inference : InferenceSettings, optional
         TTA, step, folds and the requested device (``auto``/``cpu``/``cuda``: skull-stripping
         and segmentation nodes decide it where they run); the defaults when not given.
+    group_normalisation : {"auto", "enantiomorphic", "cost-function", "syn", "affine"}
+        The lesion-aware second normalisation of the group-space maps (``affine``: none, the
+        group uses the first-pass template maps).
+    fsl_space : bool
+        Also write group-space maps on MNI152NLin6Asym (its template is available).
     name : str
         Workflow name, ``sub-<label>[_ses-<label>][_run-<n>]_wf`` by convention.
 
@@ -164,8 +194,6 @@ def init_single_subject_wf(
         T1w on the template grid.
     """
     single_subject_wf = pe.Workflow(name=name)
-    if crashdump_dir is not None:
-        single_subject_wf.config["execution"]["crashdump_dir"] = str(crashdump_dir)
     inference = inference or InferenceSettings()
     inputnode = pe.Node(niu.IdentityInterface(fields=["t1w", "lesion_masks", "lesion_mask"]),
                         name="inputnode")
@@ -235,6 +263,12 @@ def init_single_subject_wf(
             single_subject_wf.connect(inputnode, "lesion_mask", lesion_wf, "inputnode.lesion_mask")
         _connect_lesion_outputs(single_subject_wf, lesion_wf, inputnode, t1w_input=t1w_input,
                                 output_dir=output_dir, lesion_source=lesion_source)
+        if group_normalisation != "affine":
+            _connect_group_space(single_subject_wf, lesion_wf, anat_prep_wf,
+                                 register_template_wf, t1w_input=t1w_input,
+                                 output_dir=output_dir, lesion_source=lesion_source,
+                                 registration=registration, branch=group_normalisation,
+                                 fsl_space=fsl_space, omp_nthreads=omp_nthreads)
 
     # The report, last: its methods come from the workflows built above
     image_report = pe.Node(
@@ -264,14 +298,25 @@ def init_single_subject_wf(
             ("outputnode.lesion_load", "lesion_load"),
             ("outputnode.lesion_components", "lesion_components")])])
     if crashdump_dir is not None:
-        # Nipype merges only the configuration of the workflow it runs into the nodes, not
-        # that of a nested workflow: every node carries the crash folder itself, or a crash
-        # file lands in the user's working directory
-        for node in single_subject_wf._get_all_nodes():
-            node.config = dict(node.config or {})
-            node.config["execution"] = {**node.config.get("execution", {}),
-                                        "crashdump_dir": str(crashdump_dir)}
+        _set_crashdump_dir(single_subject_wf, crashdump_dir)
     return single_subject_wf
+
+
+def _set_crashdump_dir(workflow: pe.Workflow, crashdump_dir: Path) -> None:
+    """Nipype merges only the configuration of the workflow it runs into the nodes, not that
+    of a nested workflow: every node carries the crash folder itself, or a crash file lands in
+    the user's working directory."""
+    workflow.config["execution"]["crashdump_dir"] = str(crashdump_dir)
+    for node in workflow._get_all_nodes():
+        node.config = dict(node.config or {})
+        node.config["execution"] = {**node.config.get("execution", {}),
+                                    "crashdump_dir": str(crashdump_dir)}
+
+
+def fsl_space_enabled(config: Config) -> bool:
+    """Group-space maps go onto MNI152NLin6Asym too: the lesion-aware pass runs (or edited
+    masks reuse it) and the template is in ``$TEMPLATEFLOW_HOME``."""
+    return config.workflow.group_normalisation != "affine" and fsl_template() is not None
 
 
 def _manual_lesion_uri(t1w_input: T1wInput) -> str:
@@ -316,6 +361,42 @@ def _connect_lesion_outputs(single_subject_wf: pe.Workflow, lesion_wf: pe.Workfl
         ("outputnode.lesion_mask", "inputnode.lesion_mask")])])
 
 
+def _connect_group_space(single_subject_wf: pe.Workflow, lesion_wf: pe.Workflow,
+                         anat_prep_wf: pe.Workflow, register_template_wf: pe.Workflow, *,
+                         t1w_input: T1wInput, output_dir: Path, lesion_source: str,
+                         registration: str, branch: str, fsl_space: bool,
+                         omp_nthreads: int) -> None:
+    """The lesion-aware second normalisation and the group-space maps it stores."""
+    model = lesion_source == "model"
+    group_space_wf = init_group_space_wf(branch=branch, model_lesion=model, fsl_space=fsl_space,
+                                         omp_nthreads=omp_nthreads)
+    ds_group_space_wf = init_ds_group_space_wf(
+        output_dir=output_dir, source_entities=t1w_input.entities, source_uri=t1w_input.uri,
+        lesion_source=lesion_source, registration=registration,
+        lesion_uri=None if model else _manual_lesion_uri(t1w_input), fsl_space=fsl_space)
+    spaces = ["std"] + (["fsl"] if fsl_space else [])
+    fields = ["anat2group_xfm", "group2anat_xfm", "record"] + [
+        f"{prefix}_{field}" for prefix in spaces
+        for field in ("mask", "probseg", "chain", "interpolation")
+        if model or field != "probseg"]
+    single_subject_wf.connect([
+        (anat_prep_wf, group_space_wf, [("outputnode.t1w_brain", "inputnode.t1w_brain"),
+                                        ("outputnode.t1w_mask", "inputnode.t1w_mask")]),
+        (lesion_wf, group_space_wf, [("outputnode.lesion_mask", "inputnode.lesion_mask")]),
+        (register_template_wf, group_space_wf, [
+            ("outputnode.anat2std_xfm", "inputnode.anat2std_xfm"),
+            ("outputnode.std2anat_xfm", "inputnode.std2anat_xfm"),
+            ("outputnode.template", "inputnode.template"),
+            ("outputnode.template_mask", "inputnode.template_mask")]),
+        (group_space_wf, ds_group_space_wf, [(f"outputnode.{field}", f"inputnode.{field}")
+                                             for field in fields]),
+    ])
+    if model:
+        single_subject_wf.connect([(lesion_wf, group_space_wf, [
+            ("outputnode.std_lesion_mask", "inputnode.std_lesion_mask"),
+            ("outputnode.std_lesion_probseg", "inputnode.std_lesion_probseg")])])
+
+
 def workflow_methods(workflow: pe.Workflow) -> list[str]:
     """The methods paragraphs (``__desc__``) of the sub-workflows of ``workflow``, nested ones
     included, in data-flow order: what the report's methods section says was run."""
@@ -335,7 +416,8 @@ def subject_log_dir(config: Config, t1w_input: T1wInput) -> Path:
 
 
 def expected_outputs(output_dir: Path, t1w_input: T1wInput, registration: str,
-                     lesion_source: str = "model") -> list[Path]:
+                     lesion_source: str = "model", group_normalisation: str = "affine",
+                     fsl_space: bool = False) -> list[Path]:
     """Derivatives a successful run writes for one image."""
     xfm_extension = ".mat" if registration == "affine" else ".h5"
     kinds = [("t1w_preproc", {}), ("t1w_mask", {}), ("std_t1w", {}),
@@ -347,5 +429,11 @@ def expected_outputs(output_dir: Path, t1w_input: T1wInput, registration: str,
     elif t1w_input.lesion_masks:
         kinds += [("lesion_load", {}), ("lesion_components", {}),
                   ("std_lesion_mask", {"desc": "manual"})]
+    if group_normalisation != "affine" and (lesion_source == "model" or t1w_input.lesion_masks):
+        maps = ["group_lesion_mask"] + (["group_lesion_probseg"] if lesion_source == "model"
+                                        else [])
+        spaces = [bids_core.TEMPLATE_SPACE] + (["MNI152NLin6Asym"] if fsl_space else [])
+        kinds += [("anat2group_xfm", {}), ("group2anat_xfm", {})]
+        kinds += [(kind, {"space": space}) for space in spaces for kind in maps]
     return [derivative_path(output_dir, t1w_input.entities, kind, **overrides)
             for kind, overrides in kinds]

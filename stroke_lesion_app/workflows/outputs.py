@@ -268,7 +268,7 @@ def init_ds_lesion_load_wf(
         BIDS URI of the raw T1w.
     lesion_source : str
         ``manual`` (a mask from the input dataset; its template-space copy is stored here as
-        ``desc-manual``) or ``model`` (the model's masks are stored by
+        ``desc-manual``), ``edited`` (the user's edited mask, ``desc-edited``) or ``model`` (the model's masks are stored by
         :func:`init_ds_segmentation_wf`).
     manual_lesion_uri : str, optional
         BIDS URI of the manual lesion mask (``lesion_source="manual"``): the ``Sources`` of the
@@ -299,7 +299,7 @@ def init_ds_lesion_load_wf(
     outputnode = pe.Node(niu.IdentityInterface(fields=["lesion_load"]), name="outputnode")
     common = {"output_dir": str(output_dir), "source_entities": dict(source_entities),
               "raw_uri": source_uri}
-    if lesion_source == "manual":
+    if lesion_source != "model":
         common["source_files"] = [manual_lesion_uri or source_uri]
     ds_lesion_load = pe.Node(DerivativesDataSink(kind="lesion_load", **common),
                              name="ds_lesion_load", run_without_submitting=True)
@@ -316,10 +316,11 @@ def init_ds_lesion_load_wf(
         (inputnode, ds_lesion_components, [("lesion_components", "in_file")]),
         (ds_lesion_load, outputnode, [("out_file", "lesion_load")]),
     ])
-    if lesion_source == "manual":  # the model's mask is stored by init_ds_segmentation_wf
+    if lesion_source != "model":  # the model's mask is stored by init_ds_segmentation_wf
         ds_std_lesion_mask = pe.Node(
-            DerivativesDataSink(kind="std_lesion_mask", metadata={"LesionSource": "manual"},
-                                entity_overrides={"desc": "manual"}, **common),
+            DerivativesDataSink(kind="std_lesion_mask",
+                                metadata={"LesionSource": lesion_source},
+                                entity_overrides={"desc": lesion_source}, **common),
             name="ds_std_lesion_mask", run_without_submitting=True)
         ds_lesion_load_wf.connect(inputnode, "std_lesion_mask", ds_std_lesion_mask, "in_file")
     return ds_lesion_load_wf
@@ -363,3 +364,170 @@ def _registration_meta(registration: str, template_source: str) -> dict:
     return {"Registration": registration, "Software": f"antspyx {ants.__version__}",
             "Template": "MNI152NLin2009aSym", "TemplateResolution": "1 mm",
             "TemplateSource": template_source}
+
+
+def init_ds_group_space_wf(
+    *,
+    output_dir: Path,
+    source_entities: dict,
+    source_uri: str,
+    lesion_source: str,
+    registration: str = "affine",
+    lesion_uri: str | None = None,
+    fsl_space: bool = False,
+    store_transforms: bool = True,
+    name: str = "ds_group_space_wf",
+) -> pe.Workflow:
+    """Store the lesion-aware transforms and the group-space lesion maps of one image.
+
+    Workflow Graph
+    --------------
+    ``inputnode → ds_anat2group_xfm, ds_group2anat_xfm, ds_std_mask[, ds_std_probseg]``
+    ``[, ds_fsl_mask, ds_fsl_probseg]``
+
+    Parameters
+    ----------
+    output_dir : Path
+        Root of the derivatives dataset.
+    source_entities : dict
+        BIDS entities of the raw T1w.
+    source_uri : str
+        BIDS URI of the raw T1w.
+    lesion_source : {"model", "manual", "edited"}
+        Where the lesion comes from (``LesionSource`` of the sidecars); probability maps are
+        stored for ``model`` only.
+    registration : {"affine", "syn"}
+        First-pass registration (the extension of the ``std2anat`` file in the chain).
+    lesion_uri : str, optional
+        URI or path of a manual or edited mask (the maps' ``Sources``).
+    fsl_space : bool
+        Maps on the MNI152NLin6Asym grid are stored too.
+    store_transforms : bool
+        Store the transforms (False when earlier ones are reused).
+    name : str
+        Workflow name.
+
+    Inputs
+    ------
+    anat2group_xfm
+        Lesion-aware T1w → template transform (``.h5``; unused when reused).
+    group2anat_xfm
+        Its inverse.
+    record
+        Normalisation record (sidecar ``Normalisation``).
+    std_mask
+        MNI152NLin2009aSym lesion mask.
+    std_probseg
+        MNI152NLin2009aSym lesion probability (model lesions).
+    std_chain
+        Transform roles of those maps, in the order points travel.
+    std_interpolation
+        Interpolation of each map.
+    fsl_mask
+        MNI152NLin6Asym lesion mask (``fsl_space``).
+    fsl_probseg
+        MNI152NLin6Asym lesion probability (``fsl_space``, model lesions).
+    fsl_chain
+        Transform roles of the MNI152NLin6Asym maps.
+    fsl_interpolation
+        Their interpolation.
+
+    Outputs
+    -------
+    std_mask
+        Path of the stored ``space-MNI152NLin2009aSym_label-L_desc-lesionaware_mask``.
+    """
+    from stroke_lesion_app.core.bids import TEMPLATE_SPACE
+
+    ds_group_space_wf = pe.Workflow(name=name)
+    inputnode = pe.Node(niu.IdentityInterface(
+        fields=["anat2group_xfm", "group2anat_xfm", "record"]
+        + [f"{prefix}_{field}" for prefix in ("std", "fsl")
+           for field in ("mask", "probseg", "chain", "interpolation")]),
+        name="inputnode")
+    outputnode = pe.Node(niu.IdentityInterface(fields=["std_mask"]), name="outputnode")
+    common = {"output_dir": str(output_dir), "source_entities": dict(source_entities),
+              "raw_uri": source_uri}
+    if lesion_source != "model":
+        common["source_files"] = [lesion_uri or source_uri]
+    if store_transforms:
+        transforms = {**common, "source_files": []}  # Sources: those of the kind
+        ds_anat2group_xfm = pe.Node(DerivativesDataSink(kind="anat2group_xfm", **transforms),
+                                    name="ds_anat2group_xfm", run_without_submitting=True)
+        ds_group2anat_xfm = pe.Node(DerivativesDataSink(kind="group2anat_xfm", **transforms),
+                                    name="ds_group2anat_xfm", run_without_submitting=True)
+        ds_group_space_wf.connect([
+            (inputnode, ds_anat2group_xfm, [("anat2group_xfm", "in_file"),
+                                            (("record", _transform_meta), "metadata")]),
+            (inputnode, ds_group2anat_xfm, [("group2anat_xfm", "in_file"),
+                                            (("record", _transform_meta), "metadata")]),
+        ])
+
+    def meta_node(node_name):
+        return pe.Node(niu.Function(function=_group_map_meta, output_names=["meta"]),
+                       name=node_name, run_without_submitting=True)
+
+    def map_sink(field, space, node_name):
+        return pe.Node(DerivativesDataSink(kind=f"group_lesion_{field}",
+                                           entity_overrides={"space": space}, **common),
+                       name=node_name, run_without_submitting=True)
+
+    maps = [("std", "mask", TEMPLATE_SPACE, meta_node("meta_std_mask"),
+             map_sink("mask", TEMPLATE_SPACE, "ds_std_mask"))]
+    if lesion_source == "model":
+        maps.append(("std", "probseg", TEMPLATE_SPACE, meta_node("meta_std_probseg"),
+                     map_sink("probseg", TEMPLATE_SPACE, "ds_std_probseg")))
+    if fsl_space:
+        maps.append(("fsl", "mask", "MNI152NLin6Asym", meta_node("meta_fsl_mask"),
+                     map_sink("mask", "MNI152NLin6Asym", "ds_fsl_mask")))
+        if lesion_source == "model":
+            maps.append(("fsl", "probseg", "MNI152NLin6Asym", meta_node("meta_fsl_probseg"),
+                         map_sink("probseg", "MNI152NLin6Asym", "ds_fsl_probseg")))
+    for prefix, field, space, meta, sink in maps:
+        meta.inputs.space = space
+        meta.inputs.field = field
+        meta.inputs.lesion_source = lesion_source
+        meta.inputs.source_entities = dict(source_entities)
+        meta.inputs.registration = registration
+        ds_group_space_wf.connect([
+            (inputnode, meta, [("record", "record"), (f"{prefix}_chain", "chain"),
+                               (f"{prefix}_interpolation", "interpolation")]),
+            (inputnode, sink, [(f"{prefix}_{field}", "in_file")]),
+            (meta, sink, [("meta", "metadata")]),
+        ])
+    ds_group_space_wf.connect(maps[0][4], "out_file", outputnode, "std_mask")
+    return ds_group_space_wf
+
+
+def _transform_meta(record: dict) -> dict:
+    return {"Normalisation": record, "Template": "MNI152NLin2009aSym",
+            "Description": "Lesion-aware normalisation (second pass, for group-space maps): "
+                           "first-pass affine + SyN, composite ITK transform."}
+
+
+def _group_map_meta(record: dict, chain: list, interpolation: dict, space: str, field: str,
+                    lesion_source: str, source_entities: dict, registration: str) -> dict:
+    """Sidecar of a group-space lesion map: reference, normalisation, transform chain."""
+    from stroke_lesion_app.core import bids as bids_core
+
+    xfm_extension = ".mat" if registration == "affine" else ".h5"
+    uris = {"anat2group_xfm": bids_core.derivative_uri(source_entities, "anat2group_xfm"),
+            "std2anat_xfm": bids_core.derivative_uri(source_entities, "std2anat_xfm",
+                                                     extension=xfm_extension)}
+    kind = ("Binary lesion mask (1 = lesion)" if field == "mask"
+            else "Lesion probability (0-1)")
+    meta = {
+        "Description": f"{kind} on the 1 mm {space} grid, after lesion-aware normalisation "
+                       f"({record.get('Branch', '?')}).",
+        "SpatialReference": bids_core.SPACE_REFERENCE_URLS[space],
+        "LesionSource": lesion_source,
+        "Normalisation": record,
+        "TransformChain": [uris.get(role, f"stroke-lesion-app template cache: {role}")
+                           for role in chain],
+        "TransformChainOrder": "group-space points go through the transforms in this order "
+                               "(antspyx transformlist / antsApplyTransforms -t in this order)",
+        "Interpolation": interpolation.get(field, "linear"),
+    }
+    if field == "mask":
+        meta["Type"] = "Lesion"
+    return meta

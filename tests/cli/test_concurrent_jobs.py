@@ -27,7 +27,8 @@ def test_concurrent_participant_jobs_into_one_output_folder(bids_root, tmp_path,
         jobs.append(subprocess.Popen(
             [sys.executable, "-m", "stroke_lesion_app", str(root), str(out), "participant",
              "--participant-label", label, "-w", str(work), "--plugin", "Linear",
-             "--skull-strip", "none", "--lesion-source", "manual"],
+             "--skull-strip", "none", "--lesion-source", "manual",
+             "--group-normalisation", "affine"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path))
     for job in jobs:
         output, _ = job.communicate(timeout=600)

@@ -50,7 +50,8 @@ def test_output_disk_full(bids_root, tmp_path, small_disk):
     root = bids_root({"sub-01/anat/sub-01_T1w.nii.gz": None})
     out = small_disk / "out"
     result = _run(root, out, "participant", "-w", tmp_path / "work", "--plugin", "Linear",
-                  "--skull-strip", "none", "--lesion-source", "manual", cwd=tmp_path)
+                  "--skull-strip", "none", "--lesion-source", "manual",
+                  "--group-normalisation", "affine", cwd=tmp_path)
     assert result.returncode in (1, 2), result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     errors = [line for line in result.stderr.splitlines() if "No space left on device" in line]

@@ -39,7 +39,8 @@ def test_native_outputs_lie_on_the_input_grid(bids_root, tmp_path):
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, [str(root), str(out), "participant", "-w",
                                       str(tmp_path / "work"), "--plugin", "Linear",
-                                      "--skull-strip", "none", "--fast"],
+                                      "--skull-strip", "none", "--fast",
+                                      "--group-normalisation", "affine"],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     for label, raw in raws.items():

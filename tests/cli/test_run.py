@@ -71,7 +71,8 @@ def test_missing_description_and_skip_validation(bids_root, tmp_path):
     assert "dataset_description.json: missing" in _one_error_line(result)
     assert "--skip-bids-validation" in _one_error_line(result)
     result = invoke(root, tmp_path / "out", "participant", "-w", tmp_path / "work",
-                    "--skip-bids-validation", "--skull-strip", "none")
+                    "--skip-bids-validation", "--skull-strip", "none",
+                    "--group-normalisation", "affine")
     assert result.exit_code == 0, result.output
 
 
@@ -179,7 +180,8 @@ def test_participant_run_with_bad_subjects(bids_root, tmp_path):
     before = tree_checksums(root)
     out = tmp_path / "derivatives"
     result = invoke(root, out, "participant", "-w", tmp_path / "work", "--nprocs", "2",
-                    "--skull-strip", "none", "--lesion-source", "manual")
+                    "--skull-strip", "none", "--lesion-source", "manual",
+                    "--group-normalisation", "affine")
     assert result.exit_code == 1, result.output
     assert tree_checksums(root) == before
     assert "5 of 7 image(s) failed" in result.output
@@ -228,7 +230,8 @@ def test_participant_selection_and_rerun(bids_root, tmp_path):
                       "sub-02/anat/sub-02_T1w.nii.gz": None})
     out, work = tmp_path / "out", tmp_path / "work"
     args = (root, out, "participant", "-w", work, "--participant-label", "sub-02",
-            "--plugin", "Linear", "--skull-strip", "none", "--lesion-source", "manual")
+            "--plugin", "Linear", "--skull-strip", "none", "--lesion-source", "manual",
+            "--group-normalisation", "affine")
     assert invoke(*args).exit_code == 0
     assert not (out / "sub-01").exists() and (out / "sub-02").is_dir()
     assert (out / "sub-02" / "anat" / "sub-02_desc-preproc_T1w.nii.gz").is_file()
@@ -261,7 +264,7 @@ def test_bundle_manifest_read_once_and_checkpoints_hashed_once(bids_root, tmp_pa
                       "sub-02/anat/sub-02_T1w.nii.gz": None})
     out = tmp_path / "out"
     result = invoke(root, out, "participant", "-w", tmp_path / "work", "--plugin", "Linear",
-                    "--skull-strip", "none", "--fast")
+                    "--skull-strip", "none", "--fast", "--group-normalisation", "affine")
     assert result.exit_code == 0, result.output
     reads_in_run, hashed_in_run = list(reads), list(hashed)
     demo = bundle_module.load_bundle("demo")
@@ -298,7 +301,8 @@ def test_images_that_cannot_give_a_trustworthy_mask_are_refused(bids_root, tmp_p
     })
     out = tmp_path / "out"
     result = invoke(root, out, "participant", "-w", tmp_path / "work", "--plugin", "Linear",
-                    "--skull-strip", "none", "--lesion-source", "manual")
+                    "--skull-strip", "none", "--lesion-source", "manual",
+                    "--group-normalisation", "affine")
     assert result.exit_code == 1, result.output
     assert "3 of 4 image(s) failed" in result.output
     report = {line.split(":")[0].strip(): line for line in result.output.splitlines()

@@ -36,7 +36,7 @@ def _session_processes(session: int) -> list[int]:
 def _start(bids: Path, out: Path, work: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "stroke_lesion_app", str(bids), str(out), "participant",
                "-w", str(work), "--nprocs", "2", "--skull-strip", "none",
-               "--lesion-source", "manual"]
+               "--lesion-source", "manual", "--group-normalisation", "affine"]
     return subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, cwd=work.parent)
 

@@ -156,3 +156,24 @@ def test_linear_schedule_in_millimetres():
     at_3mm = AFFINE_SCHEDULE.ants_arguments(3.0)  # 4 mm and 2 mm both round to 1
     assert at_3mm["aff_shrink_factors"] == (1,) and at_3mm["aff_smoothing_sigmas"] == (2.0,)
     assert RIGID_SCHEDULE.ants_arguments(2.0)["aff_shrink_factors"] == (4, 2)
+
+
+def test_transform_chain_goes_in_list_order(tmp_path):
+    """A chain [A, B] takes a reference point through A, then B (antspyx's order): the
+    lesion-aware maps rely on it (``[anat2group, std2anat]``)."""
+    import ants
+
+    scale = ants.create_ants_transform(transform_type="AffineTransform", dimension=3,
+                                       matrix=np.diag([2.0, 2.0, 2.0]), offset=[0, 0, 0])
+    shift = ants.create_ants_transform(transform_type="AffineTransform", dimension=3,
+                                       matrix=np.eye(3), offset=[10, 0, 0])
+    ants.write_transform(scale, str(tmp_path / "scale.mat"))
+    ants.write_transform(shift, str(tmp_path / "shift.mat"))
+    ramp = np.repeat(np.repeat(np.arange(40, dtype=np.float32)[:, None, None], 3, 1), 3, 2)
+    # LPS storage: voxel index = ITK (LPS) coordinate, where the transforms act
+    nib.Nifti1Image(ramp, np.diag([-1.0, -1.0, 1.0, 1.0])).to_filename(tmp_path / "ramp.nii.gz")
+    out = registration.apply_transform(
+        tmp_path / "ramp.nii.gz", tmp_path / "ramp.nii.gz",
+        [tmp_path / "scale.mat", tmp_path / "shift.mat"], tmp_path / "out.nii.gz")
+    # x = 1 → scale → 2 → shift → 12 (the other order would give 22)
+    assert np.asarray(nib.load(out).dataobj)[1, 1, 1] == pytest.approx(12.0)

@@ -292,9 +292,20 @@ def test_subject_page_from_standalone_sections(tmp_path):
     assert reports.assemble_subject_report(out, "02", "") is None
 
 
+def _template_cube(centre_mm, side_mm) -> nib.Nifti1Image:
+    """A cube-shaped lesion mask on the real MNI152NLin2009aSym 1 mm grid (the group level
+    stacks only masks on that grid)."""
+    from stroke_lesion_app.core.templates import TEMPLATE_AFFINE, TEMPLATE_SHAPE
+
+    data = np.zeros(TEMPLATE_SHAPE, np.uint8)
+    centre = nib.affines.apply_affine(np.linalg.inv(TEMPLATE_AFFINE), centre_mm)
+    low = np.rint(centre - side_mm / 2).astype(int)
+    data[tuple(slice(start, start + int(side_mm)) for start in low)] = 1
+    return nib.Nifti1Image(data, TEMPLATE_AFFINE)
+
+
 def _fake_output(out: Path) -> Path:
     """Two measured images (left and right lesions) and a subject that failed."""
-    head = _head()
     for subject, x_mm, volume in (("01", -20.0, 1.23456), ("02", 20.0, 10.98765)):
         anat = out / f"sub-{subject}" / "anat"
         anat.mkdir(parents=True)
@@ -303,7 +314,7 @@ def _fake_output(out: Path) -> Path:
                        "tissue_WM_lesion_percent": 12.345,
                        "tissue_WM_region_percent": 0.5678}]).to_csv(
             anat / f"sub-{subject}_label-L_desc-lesionload_stats.tsv", sep="\t", index=False)
-        _cube(head, (x_mm, 0.0, 0.0), 12.0).to_filename(
+        _template_cube((x_mm, 0.0, 0.0), 12.0).to_filename(
             anat / f"sub-{subject}_space-MNI152NLin2009aSym_label-L_desc-manual_mask.nii.gz")
     (out / "sub-03" / "log").mkdir(parents=True)
     (out / "sub-01.html").write_text("subject page")
@@ -321,10 +332,11 @@ def test_group_page(tmp_path):
         "space-MNI152NLin2009aSym_label-L_desc-frequency_probseg.nii.gz"
     text = written["report"].read_text()
     assert "<meta name='viewport'" in text and SCOPE_STATEMENT in text
-    # figures: the frequency heat map with N, the histogram, the region chart
+    # figures: the frequency heat map with N, the minimum-overlap region, the histogram, the
+    # region chart
     sources = re.findall(r"src='([^']+)'", text)
-    assert sources == ["figures/desc-frequency_figure.png", "figures/desc-volumes_figure.png",
-                       "figures/desc-regions_figure.png"]
+    assert sources == ["figures/desc-frequency_figure.png", "figures/desc-minoverlap_figure.png",
+                       "figures/desc-volumes_figure.png", "figures/desc-regions_figure.png"]
     assert "N = 2 images" in text and html.escape(reports.DISPLAY_CONVENTION) in text
     assert _heat_pixels(group / sources[0]) > 1000
     # cohort table: labels with units, rounding, links to the subject pages that exist

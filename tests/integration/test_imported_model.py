@@ -92,6 +92,7 @@ def test_imported_mapping_bundle_runs_participant(bids_root, tmp_path):
     result = CliRunner().invoke(cli, [str(root), str(out), "participant", "-w",
                                       str(tmp_path / "work"), "--plugin", "Linear",
                                       "--skull-strip", "none", "--fast",
+                                      "--group-normalisation", "affine",
                                       "--model", str(bundle_dir)],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output

@@ -41,7 +41,7 @@ def processed(tmp_path_factory):
     (root / "hemi.tsv").write_text("index\tname\n1\tLeft\n2\tRight\n")
     out = root / "out"
     result = CliRunner().invoke(cli, [str(bids), str(out), "participant", "-w",
-                                      str(root / "work"), "--nprocs", "2",
+                                      str(root / "work"), "--nprocs", "2", "--group-normalisation", "affine",
                                       "--lesion-source", "manual", "--atlas",
                                       f"Hemi={root / 'hemi.nii.gz'}:{root / 'hemi.tsv'}"],
                                 catch_exceptions=False)

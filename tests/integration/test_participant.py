@@ -43,6 +43,11 @@ EXPECTED = [  # every derivative of one image, with its JSON sidecar
     "space-MNI152NLin2009aSym_label-L_mask.nii.gz",
     "space-MNI152NLin2009aSym_label-L_probseg.nii.gz",
     "label-L_desc-lesionload_stats.tsv", "label-L_desc-components_stats.tsv",
+    # the lesion-aware second normalisation and the group-space maps
+    "from-T1w_to-MNI152NLin2009aSym_mode-image_desc-lesionaware_xfm.h5",
+    "from-MNI152NLin2009aSym_to-T1w_mode-image_desc-lesionaware_xfm.h5",
+    "space-MNI152NLin2009aSym_label-L_desc-lesionaware_mask.nii.gz",
+    "space-MNI152NLin2009aSym_label-L_desc-lesionaware_probseg.nii.gz",
 ]
 
 
@@ -51,7 +56,8 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2 * float((a & b).sum()) / float(a.sum() + b.sum())
 
 
-def test_participant_and_group_on_synthetic_subject(tmp_path):
+def test_participant_and_group_on_synthetic_subject(tmp_path, monkeypatch):
+    monkeypatch.delenv("TEMPLATEFLOW_HOME", raising=False)  # no MNI152NLin6Asym here
     bids = tmp_path / "bids"
     synthesize_dataset(bids, n_subjects=1, seed=2000, resolution=2)
     before = tree_checksums(bids)
@@ -140,3 +146,73 @@ def test_participant_and_group_on_synthetic_subject(tmp_path):
     assert sidecar["SpatialReference"] == "bids:raw:sub-01/anat/sub-01_T1w.nii.gz"
     assert sidecar["Sources"] == [
         "bids::sub-01/anat/sub-01_space-MNI152NLin2009aSym_label-L_mask.nii.gz"]
+
+    # the group-space map: lesion-aware branch recorded, close to the first-pass map
+    group_mask = nib.load(anat / "sub-01_space-MNI152NLin2009aSym_label-L_desc-lesionaware_"
+                                 "mask.nii.gz")
+    np.testing.assert_allclose(group_mask.affine, TEMPLATE_AFFINE)
+    group_data = np.asarray(group_mask.dataobj).copy()      # the file is rewritten below
+    meta = json.loads((anat / "sub-01_space-MNI152NLin2009aSym_label-L_desc-lesionaware_"
+                              "mask.json").read_text())
+    assert meta["Normalisation"]["Branch"] in ("enantiomorphic", "cost-function")
+    assert meta["LesionSource"] == "model" and meta["Interpolation"] == "genericLabel"
+    assert meta["TransformChain"][0].endswith("desc-lesionaware_xfm.h5")
+    assert _dice(group_data, std_truth.get_fdata()) >= LESION_DICE_FLOOR
+    stack = nib.load(out / "group" / "space-MNI152NLin2009aSym_label-L_desc-stack_mask.nii.gz")
+    assert stack.shape == (197, 233, 189, 1) and stack.get_data_dtype() == np.uint8
+    np.testing.assert_array_equal(np.asarray(stack.dataobj)[..., 0],
+                                  group_data)
+
+    # edited masks round trip: the user erases the largest component by hand; a re-run
+    # re-measures from the edited mask with the saved transforms, and the group follows
+    from scipy import ndimage
+
+    edited_dir = tmp_path / "edited"
+    (edited_dir / "sub-01" / "anat").mkdir(parents=True)
+    labels, count = ndimage.label(np.asarray(lesion.dataobj) > 0)
+    assert count >= 2
+    sizes = ndimage.sum(labels > 0, labels, range(1, count + 1))
+    edited = ((labels > 0) & (labels != 1 + int(np.argmax(sizes)))).astype(np.uint8)
+    edited_path = edited_dir / "sub-01" / "anat" / "sub-01_label-L_mask.nii.gz"
+    nib.Nifti1Image(edited, lesion.affine, lesion.header).to_filename(edited_path)
+    xfm = anat / "sub-01_from-T1w_to-MNI152NLin2009aSym_mode-image_desc-lesionaware_xfm.h5"
+    xfm_bytes = xfm.read_bytes()
+    result = CliRunner().invoke(cli, [str(bids), str(out), "participant", "-w",
+                                      str(tmp_path / "work_edit"), "--nprocs", "2",
+                                      "--lesion-masks", str(edited_dir)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert xfm.read_bytes() == xfm_bytes                   # transforms reused, not recomputed
+    table = (anat / "sub-01_label-L_desc-lesionload_stats.tsv").read_text().splitlines()
+    header, row = table[0].split("\t"), table[1].split("\t")
+    assert float(row[header.index("volume_ml")]) == pytest.approx(edited.sum() * voxel_ml,
+                                                                   rel=1e-3)
+    load_meta = json.loads((anat / "sub-01_label-L_desc-lesionload_stats.json").read_text())
+    assert load_meta["LesionSource"] == "edited" and load_meta["Sources"] == [str(edited_path)]
+    assert (anat / "sub-01_space-MNI152NLin2009aSym_label-L_desc-edited_mask.nii.gz").is_file()
+    meta = json.loads((anat / "sub-01_space-MNI152NLin2009aSym_label-L_desc-lesionaware_"
+                              "mask.json").read_text())
+    assert meta["LesionSource"] == "edited" and "TransformReused" in meta["Normalisation"]
+    edited_group = np.asarray(nib.load(anat / "sub-01_space-MNI152NLin2009aSym_label-L_desc-"
+                                              "lesionaware_mask.nii.gz").dataobj)
+    assert 0 < edited_group.sum() < 0.8 * group_data.sum()
+    result = CliRunner().invoke(cli, [str(bids), str(out), "group"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    cohort = (out / "group" / "label-L_desc-lesionload_stats.tsv").read_text().splitlines()
+    assert "edited" in cohort[1]
+    stack = nib.load(out / "group" / "space-MNI152NLin2009aSym_label-L_desc-stack_mask.nii.gz")
+    np.testing.assert_array_equal(np.asarray(stack.dataobj)[..., 0], edited_group)
+    assert not (out / "group" / "space-MNI152NLin2009aSym_label-L_desc-stack_probseg.nii.gz"
+                ).exists()                         # the model's probability no longer matches
+
+    # an edited mask on another grid: one line naming the file, nothing re-measured
+    wrong_dir = tmp_path / "wrong"
+    wrong_dir.mkdir()
+    wrong = wrong_dir / "sub-01_label-L_mask.nii.gz"
+    nib.Nifti1Image(edited[1:], lesion.affine).to_filename(wrong)
+    result = CliRunner().invoke(cli, [str(bids), str(out), "participant", "-w",
+                                      str(tmp_path / "work_edit"), "--lesion-masks",
+                                      str(wrong_dir)])
+    assert result.exit_code == 1
+    line = next(text for text in result.output.splitlines() if str(wrong) in text)
+    assert "grid" in line and "sub-01_label-L_mask.nii.gz" in line

@@ -63,7 +63,8 @@ def outputs(tmp_path_factory):
     shutil.rmtree(bids / "derivatives")
     out = root / "out"
     for level in (["participant", "-w", str(root / "work"), "--plugin", "Linear",
-                   "--skull-strip", "none", "--lesion-source", "manual"], ["group"]):
+                   "--skull-strip", "none", "--lesion-source", "manual",
+                   "--group-normalisation", "affine"], ["group"]):
         result = CliRunner().invoke(cli, [str(bids), str(out), *level], catch_exceptions=False)
         assert result.exit_code == 0, result.output
     moved = root / "moved" / "derivatives"

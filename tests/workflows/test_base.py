@@ -51,6 +51,14 @@ SEGMENTATION_NODES = [
     "ds_lesion_load_wf.ds_lesion_components",
 ]
 
+GROUP_SPACE_NODES = [
+    "group_space_wf.normalise", "group_space_wf.maps_std", "ds_group_space_wf.ds_anat2group_xfm",
+    "ds_group_space_wf.ds_group2anat_xfm", "ds_group_space_wf.meta_std_mask",
+    "ds_group_space_wf.ds_std_mask",
+]
+GROUP_SPACE_PROBSEG_NODES = ["ds_group_space_wf.meta_std_probseg",
+                             "ds_group_space_wf.ds_std_probseg"]
+
 
 @pytest.fixture
 def manifest_only_bundle(tmp_path):
@@ -66,23 +74,29 @@ def manifest_only_bundle(tmp_path):
     return load_bundle(bundle)
 
 
-@pytest.mark.parametrize("lesion_source", ["model", "manual"])
-def test_stroke_lesion_wf_builds(tmp_path, manifest_only_bundle, lesion_source):
+@pytest.mark.parametrize(("lesion_source", "group_normalisation"),
+                         [("model", "auto"), ("manual", "auto"), ("model", "affine")])
+def test_stroke_lesion_wf_builds(tmp_path, manifest_only_bundle, lesion_source,
+                                 group_normalisation, monkeypatch):
+    monkeypatch.delenv("TEMPLATEFLOW_HOME", raising=False)  # no MNI152NLin6Asym
     config = Config(ExecutionSettings(bids_dir=Path("/data"), output_dir=tmp_path / "out",
                                       work_dir=tmp_path / "work"),
                     workflow=WorkflowSettings(device="cpu", model=str(manifest_only_bundle.root),
-                                              lesion_source=lesion_source, fast=True))
+                                              lesion_source=lesion_source, fast=True,
+                                              group_normalisation=group_normalisation))
     workflow = init_stroke_lesion_wf(config=config, inputs=_inputs(),
                                      bundle=manifest_only_bundle)
     working = [name for name in workflow.list_node_names()
                if not name.endswith(("inputnode", "outputnode"))]
+    group = ([] if group_normalisation == "affine" else GROUP_SPACE_NODES
+             + (GROUP_SPACE_PROBSEG_NODES if lesion_source == "model" else []))
     if lesion_source == "model":  # every image is segmented, with or without a manual mask
         expected = [f"{image}.{node}" for image in ("sub-01_wf", "sub-02_ses-1_run-2_wf")
-                    for node in PER_IMAGE_NODES + SEGMENTATION_NODES]
+                    for node in PER_IMAGE_NODES + SEGMENTATION_NODES + group]
     else:  # only the image with a manual mask gets lesion load
         expected = ([f"sub-01_wf.{node}" for node in PER_IMAGE_NODES]
                     + [f"sub-02_ses-1_run-2_wf.{node}"
-                       for node in PER_IMAGE_NODES + MANUAL_LESION_NODES])
+                       for node in PER_IMAGE_NODES + MANUAL_LESION_NODES + group])
     assert sorted(working) == sorted(expected)
     assert len(workflow._create_flat_graph().nodes()) > 2 * len(PER_IMAGE_NODES)
     if lesion_source == "model":  # --fast: no TTA, step 1.0, one fold per member
@@ -124,7 +138,13 @@ def test_single_subject_wf_option_grid(tmp_path, manifest_only_bundle, skull_str
     assert (workflow.get_node("lesion_wf.lesion_seg_wf") is not None) is (
         lesion_source == "model")
     report = workflow.get_node("image_report")
-    assert len(report.inputs.methods) == 2 + measured + (lesion_source == "model")
+    # methods: anatomy, registration, lesion load, segmentation, the group-space pass
+    assert len(report.inputs.methods) == 2 + 2 * measured + (lesion_source == "model")
+    assert (workflow.get_node("group_space_wf") is not None) is measured
+    if measured:
+        normalise = workflow.get_node("group_space_wf.normalise")
+        assert normalise.inputs.branch == "auto" and normalise.n_procs == 3
+        assert "enantiomorphic" in report.inputs.methods[-1]
     if lesion_source == "model":
         segment = workflow.get_node("lesion_wf.lesion_seg_wf.segment_lesion")
         inference = segment.inputs.inference
@@ -172,3 +192,51 @@ def test_builder_without_a_gpu_leaves_auto_to_the_nodes(tmp_path, manifest_only_
         segment = workflow.get_node("sub-01_wf.lesion_wf.lesion_seg_wf.segment_lesion")
         assert segment.inputs.inference.device == device
         assert workflow.get_node("sub-01_wf.anat_prep_wf.brain_extraction").inputs.device == device
+
+
+@pytest.mark.parametrize("lesion_source", ["model", "manual"])
+def test_group_space_maps_in_both_spaces(tmp_path, manifest_only_bundle, lesion_source):
+    """With the FSL template available, the group-space maps go to MNI152NLin6Asym too."""
+    workflow = init_single_subject_wf(t1w_input=_inputs()[1], output_dir=tmp_path,
+                                      lesion_source=lesion_source, bundle=manifest_only_bundle,
+                                      group_normalisation="cost-function", fsl_space=True,
+                                      name="sub_wf")
+    workflow._create_flat_graph()
+    assert workflow.get_node("group_space_wf.normalise").inputs.branch == "cost-function"
+    for space in ("std", "fsl"):
+        maps = workflow.get_node(f"group_space_wf.maps_{space}")
+        assert maps.inputs.space == ("MNI152NLin6Asym" if space == "fsl"
+                                     else "MNI152NLin2009aSym")
+        sink = workflow.get_node(f"ds_group_space_wf.ds_{space}_mask")
+        assert sink.inputs.kind == "group_lesion_mask"
+        assert (workflow.get_node(f"ds_group_space_wf.ds_{space}_probseg") is not None) is (
+            lesion_source == "model")
+    assert workflow.get_node("ds_group_space_wf.ds_fsl_mask").inputs.entity_overrides == {
+        "space": "MNI152NLin6Asym"}
+
+
+def test_edited_mask_workflow_reuses_the_saved_transforms(tmp_path):
+    """--lesion-masks: no segmentation or registration node; the saved files are the inputs."""
+    from stroke_lesion_app.core.bids import derivative_path
+    from stroke_lesion_app.workflows.edited import init_edited_lesion_wf
+
+    t1w_input = _inputs()[0]
+    for kind, extension in (("t1w_preproc", ".nii.gz"), ("t1w_mask", ".nii.gz"),
+                            ("std_t1w", ".nii.gz"), ("anat2std_xfm", ".mat"),
+                            ("std2anat_xfm", ".mat"), ("anat2group_xfm", ".h5")):
+        path = derivative_path(tmp_path, t1w_input.entities, kind, extension=extension)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    edited = tmp_path / "sub-01_label-L_mask.nii.gz"
+    edited.write_bytes(b"x")
+    workflow = init_edited_lesion_wf(t1w_input=t1w_input, edited_mask=edited,
+                                     output_dir=tmp_path, name="edit_wf")
+    names = workflow.list_node_names()
+    assert not any("register" in name or "segment" in name for name in names)
+    assert "maps_std" in names and "ds_group_space_wf.ds_std_mask" in names
+    assert not any("anat2group_xfm" in name for name in names)   # reused, not rewritten
+    load = workflow.get_node("lesion_wf.inputnode")
+    assert load.inputs.lesion_mask == str(edited)
+    assert load.inputs.anat2std_xfm.endswith("_mode-image_xfm.mat")
+    assert workflow.get_node("maps_std").inputs.anat2group_xfm.endswith(
+        "desc-lesionaware_xfm.h5")
