@@ -198,6 +198,16 @@ def derivative_name(source_entities: Mapping[str, Any], kind: str, **overrides: 
     return "_".join(parts + [spec["suffix"]]) + spec["extension"]
 
 
+def xfm_extension(registration: str) -> str:
+    """Extension of the first-pass transform files: ``.mat`` (affine) or ``.h5`` (SyN
+    composite).
+
+    >>> xfm_extension("affine"), xfm_extension("syn")
+    ('.mat', '.h5')
+    """
+    return ".mat" if registration == "affine" else ".h5"
+
+
 def derivative_path(
     output_dir: Path | str, source_entities: Mapping[str, Any], kind: str, **overrides: str
 ) -> Path:

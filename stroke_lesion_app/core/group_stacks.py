@@ -326,20 +326,34 @@ def lesion_is_right(mask: np.ndarray, grid: TemplateGrid) -> bool:
     return int((x > 0).sum()) > int((x < 0).sum())
 
 
-def _mirror_axis(grid: TemplateGrid) -> tuple[int, np.ndarray, np.ndarray]:
-    """For x → −x on ``grid``: the voxel axis along world x, and for each output index along
-    it the source index (nearest voxel centre) and whether that source lies on the grid."""
-    rotation = grid.affine[:3, :3]
+def mirror_axis(affine: np.ndarray, shape: tuple[int, ...], name: str = "grid"
+                ) -> tuple[int, np.ndarray, np.ndarray]:
+    """For x → −x on the grid (``affine``, ``shape``): the voxel axis along world x, and for
+    each output index along it the source index (nearest voxel centre) and whether that source
+    lies on the grid.
+
+    Raises
+    ------
+    ValueError
+        The grid's axes are not aligned with the world axes.
+    """
+    rotation = np.asarray(affine, dtype=float)[:3, :3]
     axis = int(np.argmax(np.abs(rotation[0])))
     if np.count_nonzero(np.abs(rotation[0]) > 1e-6) != 1 or \
             np.count_nonzero(np.abs(rotation[:, axis]) > 1e-6) != 1:
-        raise ValueError(f"{grid.space}: grid not aligned with the world axes; cannot mirror "
+        raise ValueError(f"{name}: grid not aligned with the world axes; cannot mirror "
                          "about x = 0")
-    scale, offset = rotation[0, axis], grid.affine[0, 3]
-    index = np.arange(grid.shape[axis])
+    scale, offset = rotation[0, axis], float(affine[0, 3])
+    index = np.arange(shape[axis])
     source = np.rint((-(scale * index + offset) - offset) / scale).astype(int)
-    inside = (source >= 0) & (source < grid.shape[axis])
+    inside = (source >= 0) & (source < shape[axis])
     return axis, source, inside
+
+
+def is_exact_mirror(source: np.ndarray, inside: np.ndarray) -> bool:
+    """Whether a :func:`mirror_axis` mapping is an exact reversal of the axis (voxel centres
+    symmetric about x = 0)."""
+    return bool(inside.all()) and np.array_equal(source, source[0] - np.arange(source.size))
 
 
 def mirror_x(volume: np.ndarray, grid: TemplateGrid) -> np.ndarray:
@@ -355,8 +369,8 @@ def mirror_x(volume: np.ndarray, grid: TemplateGrid) -> np.ndarray:
     >>> int(np.argwhere(mirror_x(volume, grid))[0][0])
     46
     """
-    axis, source, inside = _mirror_axis(grid)
-    if inside.all() and np.array_equal(source, source[0] - np.arange(source.size)):
+    axis, source, inside = mirror_axis(grid.affine, grid.shape, grid.space)
+    if is_exact_mirror(source, inside):
         return np.flip(volume, axis=axis)
     moved = np.zeros_like(volume)
     target = [slice(None)] * volume.ndim

@@ -36,6 +36,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from stroke_lesion_app.core import registration
+from stroke_lesion_app.core.group_stacks import is_exact_mirror, mirror_axis
 
 LOGGER = logging.getLogger("stroke_lesion_app.lesion_normalisation")
 
@@ -92,23 +93,24 @@ class LesionGeometry:
 
 
 def mirror_index(affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
-    """Voxel index along the first axis of the mirror (world x → −x) of each index, or None
-    when the grid is not symmetric about x = 0 with axes aligned to the world.
+    """Voxel index, along the grid's x axis, of the mirror (world x → −x) of each index, or
+    None when the voxel centres are not exactly symmetric about x = 0 (or the axes are not
+    aligned with the world).
 
     >>> from stroke_lesion_app.core.templates import TEMPLATE_AFFINE, TEMPLATE_SHAPE
     >>> index = mirror_index(TEMPLATE_AFFINE, TEMPLATE_SHAPE)
     >>> int(index[0]), int(index[98]), int(index[196])
     (196, 98, 0)
     """
-    affine = np.asarray(affine, dtype=float)
-    if not np.allclose(affine[:3, :3], np.diag(np.diag(affine[:3, :3])), atol=1e-6):
+    try:
+        axis, source, inside = mirror_axis(affine, shape)
+    except ValueError:
         return None
-    x = affine[0, 0] * np.arange(shape[0]) + affine[0, 3]
-    index = (-x - affine[0, 3]) / affine[0, 0]
-    if not np.allclose(index, np.round(index), atol=1e-3) or index.min() < -1e-3 \
-            or index.max() > shape[0] - 1 + 1e-3:
+    x = affine[0, axis] * np.arange(shape[axis]) + affine[0, 3]
+    mirrored_x = affine[0, axis] * np.clip(source, 0, shape[axis] - 1) + affine[0, 3]
+    if not is_exact_mirror(source, inside) or not np.allclose(mirrored_x, -x, atol=1e-3):
         return None
-    return np.round(index).astype(int)
+    return source
 
 
 def mirror_image(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -123,7 +125,7 @@ def mirror_image(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
     if index is None:
         raise ValueError("grid is not symmetric about x = 0 mm; mirror on the "
                          "MNI152NLin2009aSym grid")
-    return np.take(data, index, axis=0)
+    return np.take(data, index, axis=mirror_axis(affine, data.shape)[0])
 
 
 def lesion_geometry(std_lesion: np.ndarray, std_brain: np.ndarray,
@@ -345,20 +347,17 @@ def normalise_with_lesion(
     elif geometry.volume_ml == 0 and branch != "syn":
         branch, reason = "syn", "no lesion"
     record: dict = {"Branch": branch, "Reason": reason, "LesionGeometry": asdict(geometry),
-                    "FillMarginMM": FILL_MARGIN_MM, "SyN": {
-                        **SYN_PARAMETERS, "reg_iterations": list(SYN_PARAMETERS["reg_iterations"]),
-                        "shrink_factors": list(SYN_PARAMETERS["shrink_factors"]),
-                        "smoothing_sigmas_voxels":
-                            list(SYN_PARAMETERS["smoothing_sigmas_voxels"])},
+                    "FillMarginMM": FILL_MARGIN_MM,
+                    "SyN": {key: list(value) if isinstance(value, tuple) else value
+                            for key, value in SYN_PARAMETERS.items()},
                     "InitialTransform": "first-pass affine (the segmentation's registration)",
                     "Seed": seed}
     moving_path, filled_path = Path(brain), None
     brain_mask_data = np.asarray(nib.load(str(brain_mask)).dataobj) > 0
     if brain_mask_data.shape != brain_image.shape[:3]:
         raise ValueError(f"{brain_mask}: grid differs from the brain {brain}")
-    grown = _grown(lesion, brain_image.header.get_zooms()[:3], FILL_MARGIN_MM)
-    masked_out_ml = round(float(grown.sum()) * float(
-        np.prod(brain_image.header.get_zooms()[:3])) / 1000, 3)
+    zooms = brain_image.header.get_zooms()[:3]
+    grown = _grown(lesion, zooms, FILL_MARGIN_MM)
     moving_mask = brain_mask_data
     syn = functools.partial(_syn_from_affine, anat2std_xfm=anat2std_xfm, template=template,
                             template_mask=template_mask, seed=seed)
@@ -378,7 +377,7 @@ def normalise_with_lesion(
                                                 f"affine (lesion + {FILL_MARGIN_MM:g} mm out)"}
     elif branch == "cost-function":
         moving_mask = brain_mask_data & ~grown
-        record["MaskedOutML"] = masked_out_ml
+        record["MaskedOutML"] = round(float(grown.sum()) * float(np.prod(zooms)) / 1000, 3)
     anat2group, group2anat = syn(moving_path, moving_mask, out_dir / "final")
     shutil.copyfile(anat2group, out_dir / "anat2group_xfm.h5")
     shutil.copyfile(group2anat, out_dir / "group2anat_xfm.h5")

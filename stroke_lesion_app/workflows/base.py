@@ -419,7 +419,7 @@ def expected_outputs(output_dir: Path, t1w_input: T1wInput, registration: str,
                      lesion_source: str = "model", group_normalisation: str = "affine",
                      fsl_space: bool = False) -> list[Path]:
     """Derivatives a successful run writes for one image."""
-    xfm_extension = ".mat" if registration == "affine" else ".h5"
+    xfm_extension = bids_core.xfm_extension(registration)
     kinds = [("t1w_preproc", {}), ("t1w_mask", {}), ("std_t1w", {}),
              ("anat2std_xfm", {"extension": xfm_extension}),
              ("std2anat_xfm", {"extension": xfm_extension})]

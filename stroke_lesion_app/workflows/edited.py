@@ -9,7 +9,7 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from stroke_lesion_app.core.atlases import Atlas
-from stroke_lesion_app.core.bids import TEMPLATE_SPACE, T1wInput, derivative_path
+from stroke_lesion_app.core.bids import TEMPLATE_SPACE, T1wInput, derivative_path, xfm_extension
 from stroke_lesion_app.interfaces.group_space import GroupSpaceMaps
 from stroke_lesion_app.interfaces.registration import TemplateBrain
 from stroke_lesion_app.interfaces.reports import ImageReport
@@ -26,7 +26,7 @@ def earlier_outputs(output_dir: Path, t1w_input: T1wInput, registration: str) ->
         One of the required files (preprocessed T1w, brain mask, template-space T1w, the
         first-pass transforms) is missing: the image was not processed into ``output_dir``.
     """
-    xfm = ".mat" if registration == "affine" else ".h5"
+    xfm = xfm_extension(registration)
     entities = t1w_input.entities
     files = {"t1w_preproc": derivative_path(output_dir, entities, "t1w_preproc"),
              "t1w_mask": derivative_path(output_dir, entities, "t1w_mask"),

@@ -510,7 +510,7 @@ def _group_map_meta(record: dict, chain: list, interpolation: dict, space: str, 
     """Sidecar of a group-space lesion map: reference, normalisation, transform chain."""
     from stroke_lesion_app.core import bids as bids_core
 
-    xfm_extension = ".mat" if registration == "affine" else ".h5"
+    xfm_extension = bids_core.xfm_extension(registration)
     uris = {"anat2group_xfm": bids_core.derivative_uri(source_entities, "anat2group_xfm"),
             "std2anat_xfm": bids_core.derivative_uri(source_entities, "std2anat_xfm",
                                                      extension=xfm_extension)}
