@@ -9,6 +9,7 @@ Entry points, from the repository root (``--help`` lists each one's options)::
     python -m benchmarks.participant_nodes    # a whole participant run, node by node
     python -m benchmarks.brain_box            # sliding window over the brain box: accuracy
     python -m benchmarks.v1_import_atlas      # an imported nnU-Net v1 model against v1 itself
+    python -m benchmarks.mapping_ensemble     # a 20-network imported ensemble per subject
 
 Shared modules:
 
@@ -32,4 +33,5 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 #: ``python -m benchmarks.<name>`` entry points
 ENTRY_POINTS = ("preprocessing", "mscsa_overhead", "segmentation", "resize_alternatives",
-                "participant_nodes", "brain_box", "v1_import_atlas", "lesion_normalisation")
+                "participant_nodes", "brain_box", "v1_import_atlas", "lesion_normalisation",
+                "mapping_ensemble")

@@ -7,6 +7,8 @@
   the paper's ``3d_fullres`` plain U-Net plan as a network (MSCSA overhead) and as nnU-Net v2
   plans (segmentation);
 * :func:`make_random_bundle`, :func:`make_two_member_bundle`: benchmark-only model bundles;
+* :data:`MAPPING_TREE`, :func:`copy_v1_model`: MAPPING's published nnU-Net v1 tree laid out
+  from v1 model folders (imported-ensemble benchmark and tests);
 * :func:`nnunet_env`: the environment nnU-Net and the app's trainers need.
 
 Prepared files are cached in the work folder the caller passes. Heavy modules are imported
@@ -297,6 +299,64 @@ def make_two_member_bundle(source: Path, out: Path, noise: float = 0.05) -> Path
                           connectivity=bundle.connectivity, demo=True,
                           description="benchmark only: two copies of one member")
     return out
+
+
+#: MAPPING's published tree (``King-HAW/ATLAS-R2-Docker-Submission``): task, trainer folder,
+#: the trainer its checkpoints name (v1 restores the class named in ``.model.pkl``; their
+#: predict script names Task103's ``nnUNetTrainerV2_DA3``), network kind (``generic``:
+#: ``Generic_UNet``, ``fabians``: ``FabiansUNet``). 5 folds each: 20 networks.
+MAPPING_TREE = (
+    ("Task100_ATLAS_v2", "nnUNetTrainerV2__nnUNetPlansv2.1", "nnUNetTrainerV2", "generic"),
+    ("Task100_ATLAS_v2", "nnUNetTrainerV2_800epochs_Loss_DiceTopK10__nnUNetPlansv2",
+     "nnUNetTrainerV2_800epochs_Loss_DiceTopK10", "generic"),
+    ("Task100_ATLAS_v2", "nnUNetTrainerV2_ResencUNet_DA3__nnUNetPlans_FabiansResUNet_v2.1",
+     "nnUNetTrainerV2_ResencUNet_DA3", "fabians"),
+    ("Task103_ATLAS_v2_Self_Training", "nnUNetTrainerV2_DA3__nnUNetPlansv2.1",
+     "nnUNetTrainerV2_DA3", "generic"),
+)
+
+
+def copy_v1_model(model: Path, target: Path, trainer: str, folds=(0, 1, 2, 3, 4),
+                  spacing_mm: float | None = None, link: bool = False) -> Path:
+    """A v1 model folder (``plans.pkl``, ``fold_N/model_final_checkpoint.model(.pkl)``) as
+    ``target``, its checkpoints naming ``trainer``.
+
+    Parameters
+    ----------
+    model : path
+        The source folder; its folds are reused in turn when it has fewer than ``folds``.
+    target : path
+        The new folder (created; must not exist).
+    trainer : str
+        The v1 trainer class the copies' ``.model.pkl`` name.
+    folds : sequence of int
+        The folds to write.
+    spacing_mm : float, optional
+        Set the plans' target spacing to this isotropic voxel size, mm.
+    link : bool
+        Hard-link the weight files instead of copying them (large models).
+    """
+    import pickle
+
+    import numpy as np
+
+    target.mkdir(parents=True)
+    plans = pickle.loads((model / "plans.pkl").read_bytes())
+    if spacing_mm is not None:
+        for stage in plans["plans_per_stage"].values():
+            stage["current_spacing"] = np.array([spacing_mm] * 3)
+            stage["original_spacing"] = np.array([spacing_mm] * 3)
+    (target / "plans.pkl").write_bytes(pickle.dumps(plans))
+    available = sorted(int(p.name.split("_")[1]) for p in model.glob("fold_*"))
+    for index, fold in enumerate(folds):
+        source = model / f"fold_{available[index % len(available)]}"
+        (target / f"fold_{fold}").mkdir()
+        weights = target / f"fold_{fold}" / "model_final_checkpoint.model"
+        (os.link if link else shutil.copyfile)(source / "model_final_checkpoint.model", weights)
+        info = pickle.loads((source / "model_final_checkpoint.model.pkl").read_bytes())
+        info["name"] = trainer
+        weights.with_name(weights.name + ".pkl").write_bytes(pickle.dumps(info))
+    return target
 
 
 def nnunet_env(work: Path, threads: int) -> dict:

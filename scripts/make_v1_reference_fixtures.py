@@ -3,7 +3,11 @@
 Builds random-weight nnU-Net v1 models with v1's own trainer code (``--network generic``:
 ``nnUNetTrainerV2`` with ``nnUNetPlansv2.1``, i.e. ``Generic_UNet``; ``--network fabians``:
 ``nnUNetTrainerV2_ResencUNet_DA3`` with ``nnUNetPlans_FabiansResUNet_v2.1``, i.e.
-``FabiansUNet``, PyPI 1.7.1's bias layout), saves them in v1's folder layout
+``FabiansUNet``, PyPI 1.7.1's bias layout; with ``--seed-nnunet <StrokeLesSeg>/nnUNet``, the
+seed's MSCSA models with the seed's own v1 fork: ``--network generic_mscsa``,
+``nnUNetTrainerV2_MSCSA_Depth_1_SGD``, i.e. ``Generic_UNet_MSCSA``, 16 heads; ``--network
+fabians_mscsa``, ``nnUNetTrainerV2_ResencUNet_MSCSA_Depth_1_DA3``, i.e. ``FabiansUNet_MSCSA``,
+28 heads), saves them in v1's folder layout
 (``3d_fullres/Task<NNN>_<Name>/<Trainer>__<Plans>/plans.pkl`` +
 ``fold_N/model_final_checkpoint.model(.pkl)``, written by the trainer's own
 ``save_checkpoint``), and predicts one image with v1's own inference code: the body of
@@ -12,8 +16,8 @@ window with Gaussian weighting and mirroring, softmax averaged over folds, trans
 then v1's ``save_segmentation_nifti_from_softmax`` for the mask. Nothing in v1 is patched: on a
 machine without CUDA, v1 itself keeps everything on the CPU.
 
-Writes into OUT (default ``tests/data/nnunet_v1/generic_small``, with ``--network fabians``
-``tests/data/nnunet_v1/fabians_import_small``)::
+Writes into OUT (default ``tests/data/nnunet_v1/<generic_small|fabians_import_small|
+generic_mscsa_import_small|fabians_mscsa_import_small>``)::
 
     v1_models/3d_fullres/Task900_SmallImport/<Trainer>__<Plans>/...
     image.nii.gz              the input (1 mm, zero background, as ATLAS-space images)
@@ -25,9 +29,17 @@ Usage (the side venv of ``shared/design/environment.md``)::
 
     SKLEARN_ALLOW_DEPRECATED_SKLEARN_PACKAGE_INSTALL=True \\
     /work/venvs/nnunet-v1/bin/python scripts/make_v1_reference_fixtures.py [OUT] \\
-        [--network generic|fabians] [--plan small|atlas] [--shape X Y Z] [--folds N] [--seed S]
+        [--network generic|fabians|generic_mscsa|fabians_mscsa] [--seed-nnunet DIR]
+        [--plan small|atlas] [--shape X Y Z] [--folds N] [--seed S] [--models-only]
 
-``--network generic_mscsa --seed-nnunet <StrokeLesSeg>/nnUNet`` instead writes
+For the seed's networks a temporary copy of the seed's ``nnunet`` package (unchanged) shadows
+PyPI nnunet in this process: trainer, restore and predictor are then the seed's own. Its MSCSA
+keeps the published size (16 or 28 heads of 40 channels, about 1 M parameters on the small
+plan), so the small fixtures are made with ``--folds 1`` (about 4 MB each). The seed's trainer
+search imports every trainer module of the fork, one of which needs ``cv2``: install
+``opencv-python-headless`` in the side venv.
+
+``--network generic_mscsa_network --seed-nnunet <StrokeLesSeg>/nnUNet`` instead writes
 ``tests/data/nnunet_v1/generic_mscsa_small``: the seed's ``Generic_UNet_MSCSA``
 (``generic_UNet_mscsa_depth_1``, built as its ``nnUNetTrainerV2_MSCSA_Depth_1*`` trainers build
 it; 16 heads, ``head_dim_loc`` 40 → 2 so that the fixture stays small, the only source change,
@@ -39,7 +51,8 @@ eval-mode deep-supervision outputs, full resolution first) and ``config.json``.
 (197×233×189 at 1 mm: patch 128³, five 2×2×2 poolings, 32 base features; 31,194,784
 parameters), for ``benchmarks/v1_import_atlas.py``; with ``--network fabians`` the plan of
 ``ExperimentPlanner3DFabiansResUNet_v21`` (same patch and poolings, a leading ``[1, 1, 1]``
-pooling, encoder blocks 1-2-3-4-4-4, one conv per decoder stage).
+pooling, encoder blocks 1-2-3-4-4-4, one conv per decoder stage); the MSCSA networks use the
+plan of their backbone.
 """
 
 from __future__ import annotations
@@ -66,7 +79,17 @@ NETWORKS = {
     "generic": ("nnUNetTrainerV2", "nnUNetPlansv2.1", "generic_small"),
     "fabians": ("nnUNetTrainerV2_ResencUNet_DA3", "nnUNetPlans_FabiansResUNet_v2.1",
                 "fabians_import_small"),
+    "generic_mscsa": ("nnUNetTrainerV2_MSCSA_Depth_1_SGD", "nnUNetPlansv2.1",
+                      "generic_mscsa_import_small"),
+    "fabians_mscsa": ("nnUNetTrainerV2_ResencUNet_MSCSA_Depth_1_DA3",
+                      "nnUNetPlans_FabiansResUNet_v2.1", "fabians_mscsa_import_small"),
 }
+#: the seed's commit the fixtures were made with (nadluru/StrokeLesSeg)
+SEED_COMMIT = "6b3c698"
+#: the networks that need the seed's v1 fork (``--seed-nnunet``)
+SEED_NETWORKS = ("generic_mscsa", "fabians_mscsa")
+#: the seed's depth-1 MSCSA modules (``generic_mscsa_network`` patches their head size)
+SEED_MSCSA_MODULES = ("generic_UNet_mscsa_depth_1.py", "generic_ResencUNet_mscsa_depth_1.py")
 
 
 def small_plans(shape_sitk, network: str = "generic") -> dict:
@@ -77,7 +100,7 @@ def small_plans(shape_sitk, network: str = "generic") -> dict:
     ``FabiansUNet`` plan also has an in-plane-only pooling and 1×3×3 kernels in its first stage.
     """
     transpose_forward = [1, 0, 2]
-    if network == "fabians":
+    if network.startswith("fabians"):
         stage = {
             "batch_size": 2, "num_pool_per_axis": [2, 3, 3],
             "patch_size": np.array([40, 32, 32]),
@@ -103,7 +126,7 @@ def small_plans(shape_sitk, network: str = "generic") -> dict:
 def atlas_plans(network: str = "generic") -> dict:
     """The 3d_fullres plan of v1's ExperimentPlanner3D_v21 (``fabians``:
     ExperimentPlanner3DFabiansResUNet_v21) for ATLAS v2.0 (1 mm, 197×233×189)."""
-    if network == "fabians":
+    if network.startswith("fabians"):
         stage = {
             "batch_size": 2, "num_pool_per_axis": [5, 5, 5],
             "patch_size": np.array([128, 128, 128]),
@@ -159,14 +182,42 @@ def synthetic_image(shape, seed: int) -> np.ndarray:
 
 
 def _trainer_class(name: str):
-    if name == "nnUNetTrainerV2":
-        from nnunet.training.network_training.nnUNetTrainerV2 import nnUNetTrainerV2
+    """The v1 trainer class ``name``, found as v1's own model restore finds it."""
+    import nnunet
+    from nnunet.training.model_restore import recursive_find_python_class
 
-        return nnUNetTrainerV2
-    from nnunet.training.network_training.nnUNet_variants.architectural_variants.\
-        nnUNetTrainerV2_ResencUNet_DA3 import nnUNetTrainerV2_ResencUNet_DA3
+    found = recursive_find_python_class(
+        [os.path.join(nnunet.__path__[0], "training", "network_training")], name,
+        current_module="nnunet.training.network_training")
+    if found is None:
+        raise SystemExit(f"{name}: no such trainer in {nnunet.__path__[0]}")
+    return found
 
-    return nnUNetTrainerV2_ResencUNet_DA3
+
+def use_seed_package(seed_nnunet: Path, head_dim: int | None) -> Path:
+    """Put a temporary copy of the seed's ``nnunet`` package first on ``sys.path``.
+
+    ``head_dim``: replace the depth-1 MSCSA modules' ``head_dim_loc = 40`` (small fixtures);
+    ``None`` keeps the seed's source unchanged. Returns the copy's package folder.
+    """
+    import shutil
+
+    if "nnunet" in sys.modules:
+        raise SystemExit("nnunet was imported before the seed's copy could shadow it.")
+    package = Path(tempfile.mkdtemp()) / "nnunet"
+    shutil.copytree(seed_nnunet / "nnunet", package)
+    if head_dim is not None:
+        for name in SEED_MSCSA_MODULES:
+            module = package / "network_architecture" / name
+            source = module.read_text()
+            if source.count("head_dim_loc = 40") != 1:
+                raise SystemExit(f"{module}: the seed's source changed; update the patch.")
+            module.write_text(source.replace("head_dim_loc = 40", f"head_dim_loc = {head_dim}"))
+    sys.path.insert(0, str(package.parent))
+    import nnunet
+
+    assert Path(nnunet.__file__).parent == package, "PyPI nnunet was imported"
+    return package
 
 
 def build_models(model_folder: Path, plans: dict, folds, seed: int,
@@ -185,10 +236,15 @@ def build_models(model_folder: Path, plans: dict, folds, seed: int,
                                   dataset_directory=str(model_folder), batch_dice=True, stage=0,
                                   unpack_data=False, deterministic=True, fp16=False)
         trainer.initialize(training=False)
-        with torch.no_grad():  # random biases and norm affines too, so that every key matters
+        with torch.no_grad():  # random biases, norm affines and statistics: every key matters
             for name, parameter in trainer.network.named_parameters():
                 if parameter.ndim == 1:  # conv biases, segmentation biases, norm affines
                     parameter.add_(torch.randn_like(parameter) * 0.1)
+            for name, buffer in trainer.network.named_buffers():  # the seed's BatchNorms
+                if name.endswith("running_mean"):
+                    buffer.add_(torch.randn_like(buffer) * 0.1)
+                elif name.endswith("running_var"):
+                    buffer.mul_(0.5 + torch.rand_like(buffer))
         trainer.save_checkpoint(str(model_folder / f"fold_{fold}" /
                                     "model_final_checkpoint.model"), save_optimizer=False)
         for log in (model_folder / f"fold_{fold}").glob("training_log_*.txt"):
@@ -230,7 +286,7 @@ def predict_v1(model_folder: Path, image_file: Path, folds, out_mask: Path) -> n
     return reference
 
 
-#: ``generic_mscsa``: the small plan (3 poolings, the first in-plane only) and MSCSA head size
+#: ``generic_mscsa_network``: the small plan (3 poolings, the first in-plane only), MSCSA head size
 MSCSA_POOLS = [[1, 2, 2], [2, 2, 2], [2, 2, 2]]
 MSCSA_KERNELS = [[3, 3, 3]] * 4  # uniform: see model_import (v1 decoder kernels)
 MSCSA_BASE, MSCSA_PATCH, SMALL_HEAD_DIM = 4, [16, 32, 32], 2
@@ -238,25 +294,13 @@ MSCSA_BASE, MSCSA_PATCH, SMALL_HEAD_DIM = 4, [16, 32, 32], 2
 
 def make_generic_mscsa(out: Path, seed_nnunet: Path, seed: int) -> None:
     """``generic_mscsa_small``: the seed's ``Generic_UNet_MSCSA`` state dict and outputs."""
-    import shutil
-
-    package = Path(tempfile.mkdtemp()) / "nnunet"
-    shutil.copytree(seed_nnunet / "nnunet", package)
-    module = package / "network_architecture" / "generic_UNet_mscsa_depth_1.py"
-    source = module.read_text()
-    if source.count("head_dim_loc = 40") != 1 or source.count("head_loc = 16") != 1:
-        raise SystemExit(f"{module}: the seed's source changed; update the patch.")
-    module.write_text(source.replace("head_dim_loc = 40", f"head_dim_loc = {SMALL_HEAD_DIM}"))
-    if "nnunet" in sys.modules:
-        raise SystemExit("nnunet was imported before the seed's copy could shadow it.")
-    sys.path.insert(0, str(package.parent))
+    use_seed_package(seed_nnunet, SMALL_HEAD_DIM)
 
     import torch
     from nnunet.network_architecture.generic_UNet_mscsa_depth_1 import Generic_UNet_MSCSA
     from nnunet.network_architecture.initialization import InitWeights_He
     from torch import nn
 
-    assert Path(sys.modules["nnunet"].__file__).parent == package, "PyPI nnunet was imported"
     torch.manual_seed(seed)
     # exactly as the seed's nnUNetTrainerV2_MSCSA_Depth_1(_SGD, _SGD_DA3) and
     # nnUNetTrainerV2_800epochs_Loss_DiceTopK10_MSCSA_Depth_1_SGD build it
@@ -286,8 +330,8 @@ def make_generic_mscsa(out: Path, seed_nnunet: Path, seed: int) -> None:
     torch.save({k: v.detach() for k, v in net.state_dict().items()}, out / "state_dict.pth")
     torch.save({"input": x, "outputs": outputs}, out / "io.pth")
     config = {
-        "made_by": "scripts/make_v1_reference_fixtures.py --network generic_mscsa",
-        "source": "nadluru/StrokeLesSeg nnUNet fork (setup.py 1.7.0), commit 6b3c698",
+        "made_by": "scripts/make_v1_reference_fixtures.py --network generic_mscsa_network",
+        "source": f"nadluru/StrokeLesSeg nnUNet fork (setup.py 1.7.0), commit {SEED_COMMIT}",
         "v1_class": "generic_UNet_mscsa_depth_1.Generic_UNet_MSCSA",
         "source_change": f"head_dim_loc = 40 -> {SMALL_HEAD_DIM}",
         "pool_op_kernel_sizes": MSCSA_POOLS, "conv_kernel_sizes": MSCSA_KERNELS,
@@ -304,23 +348,28 @@ def make_generic_mscsa(out: Path, seed_nnunet: Path, seed: int) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", nargs="?", type=Path, default=None)
-    parser.add_argument("--network", choices=[*sorted(NETWORKS), "generic_mscsa"],
+    parser.add_argument("--network", choices=[*sorted(NETWORKS), "generic_mscsa_network"],
                         default="generic")
     parser.add_argument("--seed-nnunet", type=Path, default=None,
-                        help="generic_mscsa: the seed's nnUNet/ folder (StrokeLesSeg)")
+                        help="the MSCSA networks: the seed's nnUNet/ folder (StrokeLesSeg)")
     parser.add_argument("--plan", choices=["small", "atlas"], default="small")
     parser.add_argument("--shape", type=int, nargs=3, default=None)
     parser.add_argument("--folds", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--models-only", action="store_true",
+                        help="only the v1 model folder (no image, no v1 prediction): the "
+                             "random-weight networks of benchmarks/mapping_ensemble.py")
     args = parser.parse_args(argv)
-    if args.network == "generic_mscsa":
-        if args.seed_nnunet is None:
-            parser.error("--network generic_mscsa needs --seed-nnunet <StrokeLesSeg>/nnUNet")
+    if args.network in (*SEED_NETWORKS, "generic_mscsa_network") and args.seed_nnunet is None:
+        parser.error(f"--network {args.network} needs --seed-nnunet <StrokeLesSeg>/nnUNet")
+    if args.network == "generic_mscsa_network":
         make_generic_mscsa(args.out or (Path(__file__).resolve().parents[1] / "tests" / "data" /
                                         "nnunet_v1" / "generic_mscsa_small"),
                            args.seed_nnunet, args.seed)
         return 0
 
+    if args.network in SEED_NETWORKS:
+        use_seed_package(args.seed_nnunet, None)
     import nibabel as nib
     import nnunet
     import torch
@@ -335,6 +384,9 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     model_folder = out / "v1_models" / "3d_fullres" / TASK / f"{trainer_name}__{plans_name}"
     build_models(model_folder, plans, folds, args.seed, trainer_name)
+    if args.models_only:
+        print(f"wrote {model_folder} ({len(folds)} fold(s))")
+        return 0
     image = synthetic_image(shape, args.seed)
     image_file = out / "image.nii.gz"
     nib.save(nib.Nifti1Image(image, np.diag([1.0, 1.0, 1.0, 1.0])), str(image_file))
@@ -351,8 +403,10 @@ def main(argv=None) -> int:
                         if not k.endswith(("running_mean", "running_var",
                                            "num_batches_tracked"))}.values())
     (out / "reference.json").write_text(json.dumps({
-        "made_by": "scripts/make_v1_reference_fixtures.py", "nnunet": nnunet.__version__
-        if hasattr(nnunet, "__version__") else "1.7.1", "torch": torch.__version__,
+        "made_by": "scripts/make_v1_reference_fixtures.py",
+        "nnunet": (f"the seed's v1 fork (nadluru/StrokeLesSeg {SEED_COMMIT}, unchanged)"
+                   if args.network in SEED_NETWORKS else getattr(nnunet, "__version__", "1.7.1")),
+        "torch": torch.__version__,
         "python": sys.version.split()[0], "plan": args.plan, "shape": list(shape),
         "folds": list(folds), "seed": args.seed, "network": args.network,
         "trainer": trainer_name, "plans": plans_name,

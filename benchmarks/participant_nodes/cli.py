@@ -39,7 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--paper-plan", action="store_true",
                         help="segment with a paper-size model (one 128³ MSCSA network, random "
                              "weights, built in the work folder) instead of the demo bundle")
+    parser.add_argument("--model", type=Path,
+                        help="segment with this bundle (e.g. an imported 20-network ensemble, "
+                             "see benchmarks.mapping_ensemble) instead of the demo bundle")
     parser.add_argument("--nprocs", type=int, default=2)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="where the networks run (the app's --device)")
     parser.add_argument("--no-replay", action="store_true",
                         help="skip replaying every node alone (halves the run time; no "
                              "per-node memory)")
@@ -104,7 +109,7 @@ def participant_run(version: str, root: Path, env: dict, bids: Path, label: str,
     out, work = folder / "derivatives", folder / "work"
     cmd = [sys.executable, "-m", "stroke_lesion_app", str(bids), str(out), "participant",
            "-w", str(work), "--nprocs", str(args.nprocs), "--participant-label", label,
-           "--device", "cpu"] + (["--fast"] if mode == "fast" else []) + (
+           "--device", args.device] + (["--fast"] if mode == "fast" else []) + (
         ["--model", str(model)] if model is not None else [])
     log(f"{version} {mode} sub-{label} ...")
     folder.mkdir(parents=True)
@@ -196,6 +201,16 @@ def compare_outputs(first: Path, second: Path) -> dict:
     return result
 
 
+def bundle_summary(bundle: Path) -> str:
+    """``--model``'s description for the page: name, version, members, networks."""
+    from stroke_lesion_app.core.bundle import load_bundle
+
+    loaded = load_bundle(bundle)
+    networks = sum(len(member.folds) for member in loaded.members)
+    return (f"`{loaded.name}` {loaded.version} ({len(loaded.members)} member(s), "
+            f"{networks} network(s), {bundle})")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.render:
@@ -210,10 +225,14 @@ def main(argv=None) -> int:
         raise SystemExit(f"{args.head}: not found; install Debian's mricron-data or pass --head")
     work = args.work or Path(tempfile.mkdtemp(prefix="participant_nodes_"))
     work.mkdir(parents=True, exist_ok=True)
+    if args.paper_plan and args.model:
+        raise SystemExit("--paper-plan and --model: choose one")
     payload = {"machine": machine_description(args.nprocs), "nprocs": args.nprocs,
                "head": args.head.name, "runs": [],
                "model": "paper plan, 128³ MSCSA, random weights" if args.paper_plan else "demo"}
-    model = None
+    model = args.model
+    if model is not None:
+        payload["model"] = bundle_summary(model)
     if args.paper_plan:
         from benchmarks.fixtures import make_random_bundle, paper_plans
 
@@ -232,7 +251,7 @@ def main(argv=None) -> int:
         for label in sorted(inputs):
             outputs = {}
             for version, root, env in versions:
-                suffix = "-paper" if model is not None else ""
+                suffix = "" if model is None else "-paper" if args.paper_plan else "-model"
                 folder = work / "runs" / f"{version}-{mode}-{label}{suffix}"
                 run = participant_run(version, root, env, bids, label, mode, folder, args,
                                       model)

@@ -16,8 +16,6 @@ member's v1 trainer) and the report's header (the bundle's own description, no d
 from __future__ import annotations
 
 import json
-import pickle
-import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -25,6 +23,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from benchmarks.fixtures import MAPPING_TREE, copy_v1_model
 from stroke_lesion_app.cli.model import cli as model_cli
 from stroke_lesion_app.cli.run import cli
 from stroke_lesion_app.core.bundle import DEMO_WARNING, load_bundle
@@ -39,43 +38,16 @@ FABIANS = (DATA / "fabians_import_small" / "v1_models" / "3d_fullres" / "Task900
            "nnUNetTrainerV2_ResencUNet_DA3__nnUNetPlans_FabiansResUNet_v2.1")
 URL = "https://example.org/mapping-weights.zip"
 DESCRIPTION = "MAPPING-layout test bundle (random weights, 2 mm)"
-#: MAPPING's tree: task, trainer folder, the trainer its checkpoints name, fixture model
-MAPPING = (
-    ("Task100_ATLAS_v2", "nnUNetTrainerV2__nnUNetPlansv2.1", "nnUNetTrainerV2", GENERIC),
-    ("Task100_ATLAS_v2", "nnUNetTrainerV2_800epochs_Loss_DiceTopK10__nnUNetPlansv2",
-     "nnUNetTrainerV2_800epochs_Loss_DiceTopK10", GENERIC),
-    ("Task100_ATLAS_v2", "nnUNetTrainerV2_ResencUNet_DA3__nnUNetPlans_FabiansResUNet_v2.1",
-     "nnUNetTrainerV2_ResencUNet_DA3", FABIANS),
-    ("Task103_ATLAS_v2_Self_Training", "nnUNetTrainerV2_DA3__nnUNetPlansv2.1",
-     "nnUNetTrainerV2_DA3", GENERIC),
-)
+#: the fixture model of each network kind of MAPPING_TREE
+MODELS = {"generic": GENERIC, "fabians": FABIANS}
 LESION_MAPS = ("label-L_mask", "label-L_probseg", "space-MNI152NLin2009aSym_label-L_mask",
                "space-MNI152NLin2009aSym_label-L_probseg")
 
 
-def _v1_model_at_2mm(target: Path, trainer: str, model: Path) -> None:
-    """``model`` (v1 layout) as ``target``: 5 folds (reusing its 2), plans at 2 mm."""
-    target.mkdir(parents=True)
-    plans = pickle.loads((model / "plans.pkl").read_bytes())
-    for stage in plans["plans_per_stage"].values():
-        stage["current_spacing"] = np.array([2.0, 2.0, 2.0])
-        stage["original_spacing"] = np.array([2.0, 2.0, 2.0])
-    (target / "plans.pkl").write_bytes(pickle.dumps(plans))
-    for fold in range(5):
-        source = model / f"fold_{fold % 2}"
-        (target / f"fold_{fold}").mkdir()
-        shutil.copyfile(source / "model_final_checkpoint.model",
-                        target / f"fold_{fold}" / "model_final_checkpoint.model")
-        info = pickle.loads((source / "model_final_checkpoint.model.pkl").read_bytes())
-        info["name"] = trainer
-        (target / f"fold_{fold}" / "model_final_checkpoint.model.pkl").write_bytes(
-            pickle.dumps(info))
-
-
 def test_imported_mapping_bundle_runs_participant(bids_root, tmp_path):
     trained = tmp_path / "nnUNet_trained_models" / "nnUNet" / "3d_fullres"
-    for task, folder, trainer, model in MAPPING:
-        _v1_model_at_2mm(trained / task / folder, trainer, model)
+    for task, folder, trainer, kind in MAPPING_TREE:
+        copy_v1_model(MODELS[kind], trained / task / folder, trainer, spacing_mm=2.0)
     bundle_dir = tmp_path / "bundles" / "mapping"
     result = CliRunner().invoke(model_cli, [
         "import", str(tmp_path / "nnUNet_trained_models"), "-o", str(bundle_dir),
@@ -117,7 +89,7 @@ def test_imported_mapping_bundle_runs_participant(bids_root, tmp_path):
         assert model["source"]["citation"] == "Huo et al. 2022, arXiv:2211.15486"
         assert model["licence"] == "not stated"
         assert sorted(m["source"]["trainer"] for m in model["members"]) == sorted(
-            trainer for _, _, trainer, _ in MAPPING)
+            trainer for _, _, trainer, _ in MAPPING_TREE)
         assert {m["aggregation"] for m in model["members"]} == {"softmax"}
         assert sidecar["LesionSource"] == "model"
     segmentation = json.loads((anat / "sub-01_space-MNI152NLin2009aSym_label-L_mask.json")

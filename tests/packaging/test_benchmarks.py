@@ -178,6 +178,55 @@ def test_segmentation_render_from_made_up_json(tmp_path):
     assert row in text
 
 
+def test_mapping_ensemble_tree_windows_and_page(tmp_path):
+    """MAPPING's tree laid out from two v1 models (hard links, trainer names as the checkpoints
+    say), the sliding windows of a recorded region, the patch in input axis order, the page."""
+    import pickle
+
+    from benchmarks import mapping_ensemble
+    from benchmarks.fixtures import MAPPING_TREE
+
+    v1 = ROOT / "tests" / "data" / "nnunet_v1"
+    models = {"generic": next((v1 / "generic_small").rglob("plans.pkl")).parent,
+              "fabians": next((v1 / "fabians_import_small").rglob("plans.pkl")).parent}
+    tree = mapping_ensemble.mapping_tree(tmp_path / "tree", models)
+    folders = sorted(tree.rglob("plans.pkl"))
+    assert len(folders) == 4
+    for task, folder, trainer, kind in MAPPING_TREE:
+        model = tree / "nnUNet" / "3d_fullres" / task / folder
+        for fold in range(5):
+            weights = model / f"fold_{fold}" / "model_final_checkpoint.model"
+            source = models[kind] / f"fold_{fold % 2}" / "model_final_checkpoint.model"
+            assert weights.samefile(source)  # linked, not copied
+            info = pickle.loads(weights.with_name(weights.name + ".pkl").read_bytes())
+            assert info["name"] == trainer
+    region = ("brain box + 12 mm on the 1 mm template grid (i 20:172, j 14:214, k 3:160), grown "
+              "to whole sliding windows; probability 0 outside")
+    # 152 × 200 × 157 voxels, patch 128³: 2 × 3 × 2 windows at step 0.5, 2 × 2 × 2 at 1.0
+    assert mapping_ensemble.windows_in_region(region, (128, 128, 128), 0.5) == 12
+    assert mapping_ensemble.windows_in_region(region, (128, 128, 128), 1.0) == 8
+    with pytest.raises(ValueError, match="no i/j/k box"):
+        mapping_ensemble.windows_in_region("whole image", (128, 128, 128), 0.5)
+    member = Namespace(folder=tmp_path, configuration="3d_fullres")
+    (tmp_path / "plans.json").write_text(json.dumps({
+        "transpose_forward": [1, 0, 2],
+        "configurations": {"3d_fullres": {"patch_size": [40, 32, 24]}}}))
+    # nnU-Net axis a is the input's axis 2 - transpose[a]: 40 → j, 32 → k, 24 → i
+    assert mapping_ensemble.plans_patch(member) == (24, 40, 32)
+    machine = {"cpu": "test CPU", "logical_cpus": 2, "memory_gb": 8.0, "torch": "0",
+               "load_average_start": [1, 1, 1], "date": "2026-01-01T00:00:00"}
+    page = "\n".join(mapping_ensemble.render({
+        "machine": machine, "device": "cpu", "import_seconds": 100.0,
+        "participant_page": "participant_nodes_mapping_fast_cpu.md",
+        "bundle": {"members": 4, "networks": 20, "gigabytes": 3.3, "parameters": "p"},
+        "rows": [{"mode": "fast", "network_passes": 4, "windows": 8, "forward_passes": 32,
+                  "wall_s": 700.0, "segment_s": 600.0, "kind": "measured"},
+                 {"mode": "default", "network_passes": 20, "windows": 12,
+                  "forward_passes": 1920, "segment_s": 36000.0, "kind": "estimated"}]}))
+    assert "| fast | 4 | 8 | 32 | 700.0 | 600 | measured |" in page
+    assert "| default | 20 | 12 | 1920 | - | 36000 | estimated |" in page
+
+
 def test_benchmarks_stay_out_of_the_wheel():
     """``benchmarks`` is a package now; setup.cfg's ``packages = find:`` must exclude it."""
     from setuptools import find_packages

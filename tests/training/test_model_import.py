@@ -24,6 +24,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from benchmarks.fixtures import copy_v1_model
 from stroke_lesion_app.cli.model import cli
 from stroke_lesion_app.core.bundle import load_bundle, validate_bundle
 from stroke_lesion_app.core.ensemble import EnsemblePredictor
@@ -108,6 +109,36 @@ def test_v1_fabians_unet_matches_nnunet_v1(fabians_bundle):
     _compare_with_v1(fabians_bundle, FABIANS_FIXTURE)
 
 
+#: the seed's MSCSA models through its own v1 fork: fixture, our trainer, our network, heads
+SEED_MSCSA_IMPORTS = {
+    "generic_mscsa": ("generic_mscsa_import_small", "StrokeTrainerDefaultMSCSA",
+                      "PlainConvUNetMSCSA", 16),
+    "fabians_mscsa": ("fabians_mscsa_import_small", "StrokeTrainerResUNetMSCSA",
+                      "FabiansUNetMSCSA", 28),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", sorted(SEED_MSCSA_IMPORTS))
+def test_v1_seed_mscsa_matches_the_seeds_own_v1(kind, tmp_path):
+    """The seed's ``nnUNetTrainerV2_MSCSA_Depth_1_SGD`` (``Generic_UNet_MSCSA``) and
+    ``nnUNetTrainerV2_ResencUNet_MSCSA_Depth_1_DA3`` (``FabiansUNet_MSCSA``), saved by the
+    seed's own trainer in v1's layout (published MSCSA size, one fold), imported, give the
+    seed's own v1 prediction (its fork's predictor, unchanged)."""
+    folder, trainer, network, heads = SEED_MSCSA_IMPORTS[kind]
+    fixture = FIXTURE.parent / folder
+    result = _run(fixture / "v1_models", "-o", tmp_path / "out", "--name", kind)
+    assert result.exit_code == 0, result.output
+    (member,) = load_bundle(tmp_path / "out").members
+    assert member.trainer == trainer and member.aggregation == "softmax"
+    assert member.source["trainer"] == json.loads(
+        (fixture / "reference.json").read_text())["trainer"]
+    predictor = EnsemblePredictor(tmp_path / "out", tta=False, num_threads=2)
+    built = predictor.passes[0].predictor.network
+    assert type(built).__name__ == network and built.mscsa.block.csa1.num_heads == heads
+    _compare_with_v1(tmp_path / "out", fixture)
+
+
 def test_v1_import_manifest_and_plans(v1_bundle):
     bundle = validate_bundle(load_bundle(v1_bundle))
     assert not bundle.demo and bundle.licence == "not stated"
@@ -161,18 +192,7 @@ def test_v1_import_manifest_and_plans(v1_bundle):
 def _copy_v1_folder(target: Path, trainer: str, folds=(0, 1, 2, 3, 4),
                     model: Path = V1_MODEL) -> Path:
     """A fixture's v1 model as ``target`` (renamed trainer; folds reuse fold 0/1 weights)."""
-    target.mkdir(parents=True)
-    shutil.copyfile(model / "plans.pkl", target / "plans.pkl")
-    for fold in folds:
-        source = model / f"fold_{fold % 2}"
-        (target / f"fold_{fold}").mkdir()
-        shutil.copyfile(source / "model_final_checkpoint.model",
-                        target / f"fold_{fold}" / "model_final_checkpoint.model")
-        info = pickle.loads((source / "model_final_checkpoint.model.pkl").read_bytes())
-        info["name"] = trainer
-        (target / f"fold_{fold}" / "model_final_checkpoint.model.pkl").write_bytes(
-            pickle.dumps(info))
-    return target
+    return copy_v1_model(model, target, trainer, folds)
 
 
 @pytest.mark.slow
