@@ -159,7 +159,8 @@ def render(payload: dict) -> list[str]:
                    "settings, 1 with `--fast`). An estimated row scales the measured fast "
                    "segmentation node by the ratio of forward passes (the node's fixed costs, "
                    "loading 4 instead of 20 networks and preprocessing, are scaled with it)."),
-              "", f"Node by node: `{payload['participant_page']}`.", ""]
+              "", "Node by node: " + ", ".join(f"`{name}`" for name in
+                                               payload["participant_pages"]) + ".", ""]
     return lines
 
 
@@ -198,7 +199,7 @@ def main(argv=None) -> int:
                            "--device", args.device,
                            "--work", str(args.work / f"participant-{mode}"),
                            "--out", str(page)])
-        payload["participant_page"] = page.name
+        payload.setdefault("participant_pages", []).append(page.name)
         run = read_json(page.with_suffix(""))["runs"][0]
         if "error" in run:
             raise SystemExit(f"{mode} run failed: {run['error'][:300]}")

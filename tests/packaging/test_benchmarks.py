@@ -217,7 +217,7 @@ def test_mapping_ensemble_tree_windows_and_page(tmp_path):
                "load_average_start": [1, 1, 1], "date": "2026-01-01T00:00:00"}
     page = "\n".join(mapping_ensemble.render({
         "machine": machine, "device": "cpu", "import_seconds": 100.0,
-        "participant_page": "participant_nodes_mapping_fast_cpu.md",
+        "participant_pages": ["participant_nodes_mapping_fast_cpu.md"],
         "bundle": {"members": 4, "networks": 20, "gigabytes": 3.3, "parameters": "p"},
         "rows": [{"mode": "fast", "network_passes": 4, "windows": 8, "forward_passes": 32,
                   "wall_s": 700.0, "segment_s": 600.0, "kind": "measured"},
@@ -225,6 +225,7 @@ def test_mapping_ensemble_tree_windows_and_page(tmp_path):
                   "forward_passes": 1920, "segment_s": 36000.0, "kind": "estimated"}]}))
     assert "| fast | 4 | 8 | 32 | 700.0 | 600 | measured |" in page
     assert "| default | 20 | 12 | 1920 | - | 36000 | estimated |" in page
+    assert "Node by node: `participant_nodes_mapping_fast_cpu.md`." in page
 
 
 def test_benchmarks_stay_out_of_the_wheel():
