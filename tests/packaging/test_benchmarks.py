@@ -200,8 +200,10 @@ def test_mapping_ensemble_tree_windows_and_page(tmp_path):
             assert weights.samefile(source)  # linked, not copied
             info = pickle.loads(weights.with_name(weights.name + ".pkl").read_bytes())
             assert info["name"] == trainer
-    region = ("brain box + 12 mm on the 1 mm template grid (i 20:172, j 14:214, k 3:160), grown "
-              "to whole sliding windows; probability 0 outside")
+    from stroke_lesion_app.core.segmentation import _region_text
+
+    # the text the segmentation sidecar records (SlidingWindowRegion), as the app writes it
+    region = _region_text((slice(20, 172), slice(14, 214), slice(3, 160)), 12)
     # 152 × 200 × 157 voxels, patch 128³: 2 × 3 × 2 windows at step 0.5, 2 × 2 × 2 at 1.0
     assert mapping_ensemble.windows_in_region(region, (128, 128, 128), 0.5) == 12
     assert mapping_ensemble.windows_in_region(region, (128, 128, 128), 1.0) == 8
